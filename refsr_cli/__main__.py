@@ -1,0 +1,3 @@
+from refsr_cli.cli import main
+
+main()

@@ -1,0 +1,80 @@
+"""Terminal output: progress bars and notices on stderr, so stdout stays clean for pipelines.
+
+Progress bars switch off when stderr is not a terminal or when ``--quiet`` was given.
+"""
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from typing import Iterable, Iterator, TypeVar
+
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
+
+T = TypeVar("T")
+
+_state = {"quiet": False}
+stderr = Console(stderr=True, highlight=False)
+
+
+def set_quiet(quiet: bool) -> None:
+    _state["quiet"] = bool(quiet)
+
+
+def is_quiet() -> bool:
+    return _state["quiet"]
+
+
+def bars_enabled() -> bool:
+    return not _state["quiet"] and sys.stderr.isatty()
+
+
+def notice(message: str) -> None:
+    """A one-line notice on stderr (silenced by --quiet)."""
+    if not _state["quiet"]:
+        stderr.print(f"[dim]refsr:[/dim] {message}", markup=True, soft_wrap=True)
+
+
+def warn(message: str) -> None:
+    """A warning on stderr; shown even with --quiet."""
+    stderr.print(f"refsr: warning: {message}", markup=False, soft_wrap=True)
+
+
+@contextmanager
+def progress_bar(description: str, total: int | None) -> Iterator["_Bar"]:
+    """Context manager yielding an object with ``advance(n=1)`` and ``update(**fields)``.
+
+    A no-op when bars are disabled, so callers never branch on it.
+    """
+    if not bars_enabled():
+        yield _Bar(None, None)
+        return
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn()]
+    with Progress(*columns, console=stderr, transient=False) as prog:
+        task = prog.add_task(description, total=total, info="")
+        yield _Bar(prog, task)
+
+
+class _Bar:
+    def __init__(self, prog, task):
+        self._prog, self._task = prog, task
+
+    def advance(self, n: int = 1) -> None:
+        if self._prog is not None:
+            self._prog.advance(self._task, n)
+
+    def info(self, text: str) -> None:
+        if self._prog is not None:
+            self._prog.update(self._task, info=text)
+
+
+def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
+    """Iterate with a progress bar."""
+    if total is None and hasattr(items, "__len__"):
+        total = len(items)  # type: ignore[arg-type]
+    with progress_bar(description, total) as bar:
+        for item in items:
+            yield item
+            bar.advance()

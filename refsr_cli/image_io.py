@@ -1,0 +1,119 @@
+"""Reading and writing images: the one place that knows about bit depths, channels and atomic writes.
+
+In memory an image is ``torch.float32``, ``3×H×W`` (or ``N×3×H×W``), RGB, values in [0, 1].
+On disk: 8- or 16-bit PNG, JPEG or TIFF via imageio. Grayscale is replicated to RGB and alpha is
+dropped, each with a notice, never silently.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import torch
+
+from refsr_cli import console
+from refsr_cli.errors import RefsrError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+
+
+def to_rgb_array(array: np.ndarray, name: str = "image") -> np.ndarray:
+    """``H×W``, ``H×W×1``, ``H×W×3`` or ``H×W×4`` → ``H×W×3`` (same dtype), with a notice on conversion."""
+    if array.ndim == 2:
+        console.notice(f"{name}: grayscale converted to RGB")
+        return np.repeat(array[:, :, None], 3, axis=2)
+    if array.ndim != 3:
+        raise RefsrError(f"{name}: unsupported image shape {array.shape}")
+    channels = array.shape[2]
+    if channels == 3:
+        return array
+    if channels == 1:
+        console.notice(f"{name}: grayscale converted to RGB")
+        return np.repeat(array, 3, axis=2)
+    if channels == 4:
+        console.notice(f"{name}: alpha channel dropped")
+        return array[:, :, :3]
+    if channels == 2:
+        console.notice(f"{name}: grayscale+alpha converted to RGB")
+        return np.repeat(array[:, :, :1], 3, axis=2)
+    raise RefsrError(f"{name}: unsupported number of channels ({channels})")
+
+
+def read_array(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file as an ``H×W×3`` uint8 or uint16 array."""
+    path = Path(path)
+    if not path.is_file():
+        raise RefsrError(f"{path}: no such file")
+    try:
+        array = np.asarray(iio.imread(path))
+    except Exception as exc:  # imageio raises many types for truncated/garbage files
+        raise RefsrError(f"{path}: cannot read image ({type(exc).__name__}: {exc})".splitlines()[0]) from None
+    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[2] not in (1, 3, 4):
+        array = np.moveaxis(array, 0, -1)  # some TIFFs are planar
+    array = to_rgb_array(array, str(path))
+    if array.dtype == np.uint8 or array.dtype == np.uint16:
+        return array
+    if array.dtype == bool:
+        return array.astype(np.uint8) * 255
+    if np.issubdtype(array.dtype, np.floating):
+        return (np.clip(array, 0, 1) * 65535 + 0.5).astype(np.uint16)
+    if np.issubdtype(array.dtype, np.integer):
+        return np.clip(array, 0, 65535).astype(np.uint16)
+    raise RefsrError(f"{path}: unsupported pixel type {array.dtype}")
+
+
+def array_to_tensor(array: np.ndarray) -> torch.Tensor:
+    """``H×W×3`` uint8/uint16 → ``3×H×W`` float32 in [0, 1]."""
+    scale = 65535.0 if array.dtype == np.uint16 else 255.0
+    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))).float().div_(scale)
+
+
+def tensor_to_array(image: torch.Tensor, bits: int = 8) -> np.ndarray:
+    """``3×H×W`` (or ``1×3×H×W``) float in [0, 1] → ``H×W×3`` uint8 (bits=8) or uint16 (bits=16), rounded."""
+    if image.dim() == 4:
+        if image.shape[0] != 1:
+            raise ValueError("tensor_to_array takes one image")
+        image = image[0]
+    peak = 65535.0 if bits == 16 else 255.0
+    dtype = np.uint16 if bits == 16 else np.uint8
+    data = image.detach().float().clamp(0, 1).mul(peak).round().cpu().numpy()
+    return data.transpose(1, 2, 0).astype(dtype)
+
+
+def read_image(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
+    """Read an image as ``(3×H×W float32 tensor in [0, 1], bits)`` where bits is 8 or 16."""
+    array = read_array(path)
+    return array_to_tensor(array), 16 if array.dtype == np.uint16 else 8
+
+
+def atomic_write(path: str | os.PathLike, write) -> None:
+    """Call ``write(tmp_path)`` and rename the result over ``path`` so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix + ".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_image(path: str | os.PathLike, image: torch.Tensor | np.ndarray, bits: int = 8) -> None:
+    """Write ``3×H×W`` float tensor (or an ``H×W×3`` integer array) atomically as an image file."""
+    array = tensor_to_array(image, bits) if isinstance(image, torch.Tensor) else image
+    path = Path(path)
+    extension = path.suffix.lower()
+    atomic_write(path, lambda tmp: iio.imwrite(tmp, array, extension=extension))
+
+
+def list_images(folder: str | os.PathLike, recursive: bool = False) -> list[Path]:
+    """Image files of a folder (sorted; hidden and temporary files skipped)."""
+    folder = Path(folder)
+    pattern = "**/*" if recursive else "*"
+    return sorted(p for p in folder.glob(pattern)
+                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
