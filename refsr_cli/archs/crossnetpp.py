@@ -1,0 +1,67 @@
+"""CrossNet++ (Tan, Zheng et al., "CrossNet++: Cross-scale Large-parallax Warping for Reference-based
+Super-resolution", TPAMI 2020), design.md §4.
+
+Two-stage alignment, shared encoder::
+
+    V1⁰      = Flow₁(LR↑, Ref)[full]            stage 1: only the full-resolution flow is used
+    Ref̂      = warp(Ref, V1⁰)                   supervised by the warping and landmark losses
+    V2⁰…V2³  = Flow₂(LR↑, Ref̂)                  stage 2: flows for feature warping
+    F_lr, F_ref̂ = Enc(LRs), Enc(Ref̂)            one encoder, run once on the stacked batch
+    SR = Dec(F_lr, warp(F_ref̂_i, V2^i)) (+ LRs)
+
+Paper size: 69,013,951 parameters (2 × FlowNetS+ 33,830,110, encoder 414,720, decoder 939,011;
+published ≈ 69 M).
+"""
+from __future__ import annotations
+
+import torch
+
+from refsr_cli.archs import register
+from refsr_cli.archs.crossnet import Decoder, Encoder, _CrossNetBase, _crop_flows, _like, build_sisr
+from refsr_cli.archs.flownet import FlowNetSPlus
+from refsr_cli.warp import backward_warp, crop_to
+
+
+@register("crossnetpp", paper="Tan et al., CrossNet++, TPAMI 2020",
+          summary="two-stage FlowNetS+ alignment (Ref̂ supervised by warping + landmark losses), shared encoder",
+          input_multiple=64, needs_reference=True, scales=(4, 8),
+          tiny={"width": 0.0625, "features": 8})
+class CrossNetPP(_CrossNetBase):
+    """CrossNet++.
+
+    Args: as :class:`~refsr_cli.archs.crossnet.CrossNet` (``width``, ``features``, ``sisr``,
+    ``sisr_config``, ``global_residual``).
+    Forward: ``(lr N×3×h×w, ref N×3×sh×sw, scale) → (sr, aux)``; aux keys:
+    ``"flow_stage1"`` (V1⁰, ``N×2×sh×sw``: Ref → LR view), ``"warped_stage1"`` (Ref̂, ``N×3×sh×sw``; the
+    warping and landmark losses read these two), ``"flow"`` (V2⁰: Ref̂ → LR view, full resolution),
+    ``"flows"`` ([V2⁰…V2³]), ``"warped"`` (Ref̂ warped by V2⁰) and ``"lr_up"``.
+    """
+
+    def __init__(self, width: float = 1.0, features: int = 64, sisr: str = "bicubic",
+                 sisr_config: dict | None = None, global_residual: bool = True):
+        super().__init__()
+        self.config = {"width": float(width), "features": int(features), "sisr": sisr,
+                       "sisr_config": dict(sisr_config) if sisr_config else None,
+                       "global_residual": bool(global_residual)}
+        self.global_residual = bool(global_residual)
+        self.flownet1 = FlowNetSPlus(width)
+        self.flownet2 = FlowNetSPlus(width)
+        self.encoder = Encoder(features)
+        self.decoder = Decoder(features)
+        self.sisr_net = build_sisr(sisr, sisr_config)
+
+    def forward(self, lr: torch.Tensor, ref: torch.Tensor, scale: int):
+        lr_up_p, lrs_p, ref_p, size = self._prepare(lr, ref, scale)
+        n = lr.shape[0]
+        flow1 = self.flownet1(lr_up_p, ref_p, levels=1)[0]
+        ref_hat = _like(backward_warp(ref_p, flow1), ref_p)
+        flows = self.flownet2(lr_up_p, ref_hat, levels=4)
+        # Shared encoder: one call on the stacked batch (bigger GEMMs, one pass over the weights).
+        feats = self.encoder(torch.cat((lrs_p, ref_hat), dim=0))
+        f_lr = [f[:n] for f in feats]
+        warped = [_like(backward_warp(f[n:], v), f) for f, v in zip(feats, flows)]
+        sr = self._finish(self.decoder(f_lr, warped), lrs_p, size)
+        aux = {"flow_stage1": crop_to(flow1, size), "warped_stage1": crop_to(ref_hat, size),
+               "flow": crop_to(flows[0], size), "flows": _crop_flows(flows, size),
+               "warped": crop_to(backward_warp(ref_hat, flows[0]), size), "lr_up": crop_to(lrs_p, size)}
+        return sr, aux

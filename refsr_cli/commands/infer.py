@@ -1,0 +1,215 @@
+"""``refsr infer``: super-resolve a folder (or CSV list) of LR/Ref pairs."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from refsr_cli import console
+from refsr_cli.errors import RefsrError
+
+BASELINE_SCALES = tuple(range(2, 17))
+
+
+class _InferCommand(click.Command):
+    """Reads ``[SOURCE]`` and options in any order, then hands the rest to the next chained stage.
+
+    In a chained group Click stops reading options at the first positional argument, so
+    ``infer ./pairs --scale 8`` would lose ``--scale``. This command takes its own tokens up to the
+    first positional beyond SOURCE, or up to the name of another stage (``… infer --out sr bench``:
+    ``bench`` is the next stage, not SOURCE, unless a file of that name exists), and parses them with
+    options allowed anywhere.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        takes: dict[str, int] = {}
+        for param in self.get_params(ctx):
+            if isinstance(param, click.Option):
+                n = 0 if (param.is_flag or param.count) else param.nargs
+                for name in param.opts + param.secondary_opts:
+                    takes[name] = n
+        stages = set(getattr(ctx.parent.command, "commands", {}) or {}) if ctx.parent else set()
+        i, seen = 0, 0
+        while i < len(args):
+            token = args[i]
+            if token == "--":
+                break
+            if token.startswith("-") and token != "-":
+                i += 1 + (takes.get(token, 0) if "=" not in token else 0)
+                continue
+            if seen == 1 or (token in stages and not Path(token).exists()):
+                break
+            seen += 1
+            i += 1
+        head, tail = args[:i], args[i:]
+        ctx.allow_interspersed_args = True
+        rest = super().parse_args(ctx, head)
+        ctx.args = list(rest) + list(tail)
+        return ctx.args
+
+
+def _fmt_metrics(metrics: dict | None) -> str:
+    if not metrics:
+        return ""
+    parts = []
+    for key, label, fmt in (("psnr", "PSNR", "{:.2f} dB"), ("ssim", "SSIM", "{:.4f}"), ("ifc", "IFC", "{:.3f}")):
+        value = metrics.get(key)
+        if isinstance(value, (int, float)):
+            parts.append(f"{label} {fmt.format(value)}")
+    return "  " + "  ".join(parts)
+
+
+@click.command("infer", cls=_InferCommand)
+@click.argument("source", required=False, type=click.Path(exists=True, path_type=Path))
+@click.option("-s", "--scale", type=int, required=True, help="Upscaling factor (4 or 8).")
+@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Output folder (created; NAME_sr.png per pair).")
+@click.option("-m", "--method", default=None,
+              help="Variant (crossnet, crossnetpp, crossmpi, refsrnet, mdsr) or baseline (bicubic, patchmatch). "
+                   "Default: the --weights checkpoint's variant, else crossnet.")
+@click.option("-w", "--weights", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Checkpoint file. Default: a checkpoint trained earlier in the same chain, else the "
+                   "shipped weights for the method and scale.")
+@click.option("--prealign", is_flag=True,
+              help="Align references of another field of view (global similarity from feature matches).")
+@click.option("--detector", type=click.Choice(["sift", "orb"]), default="sift", show_default=True,
+              help="Features used by --prealign.")
+@click.option("--tile", type=int, default=512, show_default=True,
+              help="Tile size in output pixels (multiple of 64); 0 = whole image at once.")
+@click.option("--overlap", type=int, default=64, show_default=True,
+              help="Tile overlap in output pixels (multiple of 64, ≥ 64). Raise it for large parallax.")
+@click.option("--batch", type=click.IntRange(min=1), default=None,
+              help="Tiles per forward pass (default: automatic — 1 on CPU, by free memory on GPU).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--half", is_flag=True, help="float16 autocast (GPU only).")
+@click.option("--bf16", is_flag=True, help="bfloat16 autocast (GPU only).")
+@click.option("--overwrite", is_flag=True, help="Redo pairs whose output exists (default: skip → resume).")
+@click.option("--save-flow", is_flag=True, help="Also write NAME_flow.png (colour-coded) and NAME_flow.npy.")
+@click.option("--save-warped", is_flag=True, help="Also write NAME_warped.png (the aligned reference).")
+@click.option("--save-depth", is_flag=True, help="Also write NAME_depth.png and NAME_depth.npy (Cross-MPI).")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object per pair on stdout (name, output, seconds, metrics).")
+@click.option("--keep-going", is_flag=True, help="Report a failed pair and continue; exit 1 at the end.")
+@click.option("--shard", default=None, metavar="K/N",
+              help="Process pairs K, K+N, K+2N … of the sorted list (K from 0), e.g. for array jobs.")
+@click.option("--y-channel", is_flag=True, help="Metrics on the Y channel (BT.601) instead of RGB.")
+@click.option("--crop", "metrics_crop", type=click.IntRange(min=0), default=0, help="Metrics border crop (px).")
+def command(source, scale, out, method, weights, prealign, detector, tile, overlap, batch, device, half, bf16,
+            overwrite, save_flow, save_warped, save_depth, as_json, keep_going, shard, y_channel, metrics_crop):
+    """Super-resolve LR/Ref pairs: SOURCE is a folder or a CSV file.
+
+    \b
+    Pairs: NAME_lr.png + NAME_ref.png (+ NAME_hr.png) in SOURCE, or lr/NAME.png + ref/NAME.png
+    (+ hr/NAME.png) under it, or a CSV file of rows lr,ref[,hr]. With ground truth, PSNR/SSIM/IFC
+    are printed and written to OUT/metrics.json. Existing outputs are skipped (resume).
+    \b
+    Examples:
+      refsr infer ./pairs --scale 8 --out ./sr
+      refsr infer pairs.csv --scale 4 --out ./sr --method crossmpi --save-depth
+      refsr infer ./rig --scale 4 --out ./sr --prealign --json --keep-going
+      refsr infer ./pairs --scale 4 --out ./sr --method bicubic --shard 0/4
+      refsr train --variant crossnet --scale 4 --iters 200 infer ./pairs --scale 4 --out ./sr
+    """
+    from refsr_cli.cli import pipeline
+    from refsr_cli.infer import check_output_dir, infer_pairs
+    from refsr_cli.methods import baselines, load_method, method_names, resolve_device
+    from refsr_cli.pairs import discover_pairs, parse_shard, shard as take_shard
+    from refsr_cli.tiling import tile_grid
+
+    state = pipeline()
+    if source is None:
+        source = state.extra.get("pairs")
+        if source is None:
+            raise click.UsageError("give SOURCE: a folder of pairs or a CSV file lr,ref[,hr]")
+        source = Path(source)
+
+    # -- usage checks (exit 2) before any work -------------------------------------------------------
+    known = method_names()
+    if method is not None and method not in known:
+        raise click.BadParameter(f"{method!r} is not one of {', '.join(known)}", param_hint="--method")
+    if weights is None and state.checkpoint is not None and (method is None or method not in baselines()):
+        # A checkpoint trained earlier in this chain — unless --method asks for another variant.
+        from refsr_cli.checkpoint import read_checkpoint
+        if method is None or read_checkpoint(state.checkpoint).get("variant") == method:
+            weights = Path(state.checkpoint)
+    if method is None and weights is None:
+        method = "crossnet"
+    is_baseline = method in baselines()
+    if is_baseline:
+        if scale not in BASELINE_SCALES:
+            raise click.BadParameter(f"{scale} is not a usable scale (2 … 16 for baselines)", param_hint="--scale")
+    else:
+        from refsr_cli.archs import spec
+        # With only --weights the variant is known once the checkpoint is read (load_method checks it).
+        scales = spec(method).scales if method is not None else BASELINE_SCALES
+        if scale not in scales:
+            shown = f"{scales[0]}–{scales[-1]}" if len(scales) > 4 else ", ".join(map(str, scales))
+            raise click.BadParameter(f"{scale} is not a supported scale ({shown})",
+                                     param_hint="--scale")
+    if half and bf16:
+        raise click.UsageError("give --half or --bf16, not both")
+    try:
+        run_device = resolve_device(device)
+    except (RefsrError, RuntimeError) as exc:
+        raise click.BadParameter(str(exc), param_hint="--device") from None
+    if (half or bf16) and run_device.type != "cuda":
+        raise click.UsageError("--half/--bf16 need a GPU; this run is on the CPU")
+    if tile < 0:
+        raise click.BadParameter("must be ≥ 0", param_hint="--tile")
+    try:
+        tile_grid(100 * tile + 1, 100 * tile + 1, scale, tile, overlap)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--tile/--overlap") from None
+    shard_kn = None
+    if shard is not None:
+        try:
+            shard_kn = parse_shard(shard)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--shard") from None
+    save = [key for key, flag in (("flow", save_flow), ("warped", save_warped), ("depth", save_depth)) if flag]
+
+    # -- the run ---------------------------------------------------------------------------------------
+    pairs = discover_pairs(source)
+    check_output_dir(Path(out))  # before loading a model: a bad --out fails at once
+    if shard_kn is not None:
+        pairs = take_shard(pairs, *shard_kn)
+        console.notice(f"shard {shard_kn[0]}/{shard_kn[1]}: {len(pairs)} pair(s)")
+    the_method = load_method(method, scale, weights=weights, device=run_device,
+                             half="bf16" if bf16 else ("fp16" if half else False))
+    console.notice(f"{len(pairs)} pair(s), {the_method.name} ×{scale} on {the_method.device}"
+                   + (f" ({the_method.weights})" if the_method.weights else ""))
+
+    def report(result) -> None:
+        for note in result.notes:
+            console.notice(f"{result.name}: {note}")
+        if not result.ok:
+            click.echo(f"refsr: error: {result.name}: {result.error}", err=True)
+        if as_json:
+            click.echo(json.dumps(result.to_json()))
+            return
+        if result.status == "skipped":
+            click.echo(f"{result.name}: {result.output} exists, skipped{_fmt_metrics(result.metrics)}")
+        elif result.ok:
+            click.echo(f"{result.name}: {result.output} ({result.seconds:.1f} s){_fmt_metrics(result.metrics)}")
+
+    results = infer_pairs(pairs, out, the_method, tile=tile, overlap=overlap, batch=batch, prealign=prealign,
+                          detector=detector, overwrite=overwrite, save=save, keep_going=keep_going,
+                          metrics_y=y_channel, metrics_crop=metrics_crop, on_result=report)
+    state.outputs = Path(out)
+
+    scored = [r.metrics for r in results if r.metrics]
+    if scored:
+        from refsr_cli.infer import mean_metrics
+        line = f"mean of {len(scored)} pair(s):{_fmt_metrics(mean_metrics(scored))}  → {Path(out) / 'metrics.json'}"
+        if as_json:
+            console.notice(line)
+        else:
+            click.echo(line)
+    failed = [r for r in results if not r.ok]
+    done = sum(r.status == "done" for r in results)
+    skipped = sum(r.status == "skipped" for r in results)
+    console.notice(f"{done} done, {skipped} skipped, {len(failed)} failed"
+                   + ("" if len(results) == len(pairs) else f", {len(pairs) - len(results)} not attempted"))
+    if failed:
+        raise click.exceptions.Exit(1)

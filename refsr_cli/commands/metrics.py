@@ -1,0 +1,128 @@
+"""`refsr metrics` — thin wrapper over :func:`refsr_cli.metrics.compare_paths`."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import click
+
+from refsr_cli import console
+
+
+def _fmt(value: float, digits: int) -> str:
+    if math.isnan(value):
+        return "n/a"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return f"{value:.{digits}f}"
+
+
+def _table(rows: list[dict], mean: dict):
+    from rich.table import Table
+
+    table = Table()
+    table.add_column("image")
+    for name in ("PSNR (dB)", "SSIM", "IFC"):
+        table.add_column(name, justify="right")
+    for r in rows:
+        table.add_row(r["name"], _fmt(r["psnr"], 2), _fmt(r["ssim"], 4), _fmt(r["ifc"], 3))
+    table.add_section()
+    table.add_row(f"mean ({len(rows)})", _fmt(mean["psnr"], 2), _fmt(mean["ssim"], 4), _fmt(mean["ifc"], 3),
+                  style="bold")
+    return table
+
+
+class _MetricsCommand(click.Command):
+    """Reads ``[SR] [GT]`` and options in any order, then hands the rest to the next chained stage.
+
+    In a chained group Click stops reading options at the first positional argument, so
+    ``metrics sr gt --json`` would lose ``--json``. This takes its own tokens up to a third
+    positional or the name of another stage (unless a file of that name exists) and parses them
+    with options allowed anywhere (the same rule as ``infer``).
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        takes: dict[str, int] = {}
+        for param in self.get_params(ctx):
+            if isinstance(param, click.Option):
+                n = 0 if (param.is_flag or param.count) else param.nargs
+                for name in param.opts + param.secondary_opts:
+                    takes[name] = n
+        stages = set(getattr(ctx.parent.command, "commands", {}) or {}) if ctx.parent else set()
+        i, seen = 0, 0
+        while i < len(args):
+            token = args[i]
+            if token == "--":
+                break
+            if token.startswith("-") and token != "-":
+                i += 1 + (takes.get(token, 0) if "=" not in token else 0)
+                continue
+            if seen == 2 or (token in stages and not Path(token).exists()):
+                break
+            seen += 1
+            i += 1
+        head, tail = args[:i], args[i:]
+        ctx.allow_interspersed_args = True
+        rest = super().parse_args(ctx, head)
+        ctx.args = list(rest) + list(tail)
+        return ctx.args
+
+
+@click.command("metrics", cls=_MetricsCommand)
+@click.argument("sr", required=False, type=click.Path(path_type=Path))
+@click.argument("gt", required=False, type=click.Path(path_type=Path))
+@click.option("--y", "y_channel", is_flag=True, help="Y channel (BT.601 luma from RGB) instead of RGB.")
+@click.option("--crop", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Pixels dropped at every border before measuring.")
+@click.option("--json", "as_json", is_flag=True,
+              help='Print {"images": [...], "mean": {...}} (strict JSON: inf/NaN → null) instead of a table.')
+@click.option("--csv", "csv_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Also write per-image values and the mean to this CSV file.")
+@click.option("--jobs", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Parallel workers (0 = one per core, serial for fewer than 4 images).")
+def command(sr, gt, y_channel, crop, as_json, csv_file, jobs):
+    """PSNR, SSIM and IFC of SR images against ground truth GT.
+
+    SR and GT are two image files or two folders; folders are matched by file name (stem), ignoring
+    a trailing _sr/_hr/_gt, so `refsr infer` outputs (NAME_sr.png) meet NAME_hr.png or NAME.png.
+    Defaults follow the CrossNet papers: RGB in [0, 1], whole image. --y and --crop give the
+    BasicSR/mmagic conventions. After a chained `infer`, SR defaults to its output folder and a
+    single path is taken as GT.
+
+    \b
+    Examples:
+      refsr metrics sr/ gt/                       # table per image + mean
+      refsr metrics sr/ gt/ --y --crop 8 --json   # BasicSR-style numbers, JSON on stdout
+      refsr metrics out.png hr.png --csv scores.csv
+      refsr infer ./pairs --scale 8 --out ./sr metrics ./pairs
+    """
+    from refsr_cli.cli import pipeline
+    from refsr_cli.metrics import compare_paths, mean_row, to_json, write_csv
+
+    state = pipeline()
+    paths = [p for p in (sr, gt) if p is not None]
+    if len(paths) < 2 and state.outputs is not None:
+        gt = paths[0] if paths else state.extra.get("gt")
+        if gt is None:
+            raise click.UsageError(f"give GT to compare the outputs of the chained stage ({state.outputs}) with")
+        paths = [Path(state.outputs), Path(gt)]
+    if len(paths) < 2:
+        raise click.UsageError("give SR and GT (two image files or two folders)")
+    sr_path, gt_path = paths
+
+    rows = compare_paths(sr_path, gt_path, y=y_channel, crop=crop, jobs=jobs)
+    mean = mean_row(rows)
+    if csv_file is not None:
+        write_csv(csv_file, rows)
+        console.notice(f"wrote {csv_file}")
+    if any(math.isnan(r["ifc"]) for r in rows):
+        console.warn("IFC needs images of at least 72×72 pixels (after --crop); smaller ones show n/a")
+    if as_json:
+        click.echo(to_json(rows))
+    else:
+        from rich.console import Console
+
+        convention = ("Y (BT.601)" if y_channel else "RGB") + (f", crop {crop}" if crop else ", whole image")
+        out = Console(highlight=False, soft_wrap=True)
+        out.print(f"{sr_path} vs {gt_path} ({convention})", markup=False)
+        out.print(_table(rows, mean))

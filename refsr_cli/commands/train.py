@@ -1,0 +1,78 @@
+"""`refsr train` — thin wrapper over :func:`refsr_cli.train.train`."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from refsr_cli import console
+from refsr_cli.cli import pipeline
+from refsr_cli.errors import RefsrError
+
+
+@click.command("train")
+@click.option("--variant", required=True, type=click.Choice(["crossnet", "crossnetpp", "crossmpi", "refsrnet", "mdsr"]),
+              help="Network to train.")
+@click.option("--data", "data", multiple=True, type=click.Path(path_type=Path),
+              help="Training store(s) (.h5 or a prepare output folder); repeat to mix. "
+                   "Default: the store of a chained `prepare`.")
+@click.option("--mix", default=None, help="Mixing weights of several --data, e.g. 0.7,0.3.")
+@click.option("--scale", type=click.Choice(["4", "8"]), default=None, help="Upscaling factor (preset: 8).")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Run folder (default runs/<variant>_x<scale>). Rerunning the same command resumes it.")
+@click.option("--iters", type=int, default=None, help="Total iterations (preset: the paper's).")
+@click.option("--batch", type=int, default=None, help="Batch size (per process).")
+@click.option("--crop", nargs=2, type=int, default=None, metavar="H W", help="Training crop (HR pixels).")
+@click.option("--lr", "lr", type=float, default=None, help="Learning rate.")
+@click.option("--val", type=click.Path(path_type=Path), default=None,
+              help="Validation store (default: test store of a chained `prepare`).")
+@click.option("--val-every", type=int, default=None, help="Validate every N iterations.")
+@click.option("--checkpoint-every", type=int, default=None, help="Save training state every N iterations.")
+@click.option("--seed", type=int, default=None, help="Seed of weights init and of the data order.")
+@click.option("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda when available).")
+@click.option("--model-size", type=click.Choice(["paper", "tiny"]), default=None,
+              help="paper (default) or tiny (same architecture, small widths: tests, CPU demos).")
+@click.option("--vgg", type=click.Path(path_type=Path), default=None,
+              help="VGG-19 weights file for Cross-MPI's perceptual loss (never downloaded).")
+@click.option("--config", "config_file", type=click.Path(path_type=Path), default=None,
+              help="TOML file with any option above and [model] / [loss] tables.")
+def command(variant, data, mix, scale, out, iters, batch, crop, lr, val, val_every, checkpoint_every, seed,
+            device, model_size, vgg, config_file):
+    """Train a network on light-field (or video) stores; resumable.
+
+    Presets follow each paper (optimiser, schedule, iterations, crop, views, augmentation, loss
+    weights); options and --config override them, and the resolved configuration is written to
+    RUN/config.json. Rerunning the same command continues from RUN/last.pt.
+
+    \b
+    Examples:
+      refsr train --variant crossnet --data data/train.h5 --scale 8 --out runs/cn8
+      refsr train --variant crossnet --data data --model-size tiny --iters 200 --crop 64 64
+      refsr prepare synthetic --out data train --variant crossnet --iters 200 bench
+      torchrun --nproc_per_node 4 -m refsr_cli train --variant crossnetpp --data data --out runs/cpp
+    """
+    from refsr_cli.train import load_toml, resolve_config, train
+
+    state = pipeline()
+    toml = load_toml(config_file) if config_file else {}
+    sources = list(data) or ([state.train_store] if state.train_store else [])
+    if not sources and "data" not in toml:
+        raise click.UsageError("no training data: give --data or chain after `refsr prepare`")
+    mix_weights = [float(w) for w in mix.split(",")] if mix else None
+    if mix_weights and len(mix_weights) != len(sources):
+        raise click.UsageError(f"--mix has {len(mix_weights)} weights for {len(sources)} --data stores")
+    flags = dict(scale=int(scale) if scale else None, iters=iters, batch=batch, crop=list(crop) if crop else None,
+                 lr=lr, val_every=val_every, checkpoint_every=checkpoint_every, seed=seed,
+                 model_size=model_size, mix=mix_weights,
+                 data=[str(s) for s in sources] if sources else None)
+    config = resolve_config(variant, toml, **flags)
+    if vgg:
+        config["loss"]["perceptual"] = config["loss"].get("perceptual") or 1.0
+    val = val or toml.get("val") or (state.test_store if state.test_store else None)
+    out = out or Path(toml.get("out", f"runs/{variant}_x{config['scale']}"))
+    result = train(config, out, device=device or toml.get("device"), val=val, vgg=vgg)
+    best = result.run_dir / "best.pt"
+    state.checkpoint = best if best.exists() else result.checkpoint
+    if not result.checkpoint.exists():
+        raise RefsrError(f"{result.run_dir}: training wrote no checkpoint")
+    console.notice(f"checkpoint: {state.checkpoint}")

@@ -1,0 +1,278 @@
+"""The HDF5 light-field store: writing (per-light-field parts, atomic assembly) and reading.
+
+Schema (format version 1, see ``docs/store.md``):
+
+* ``/views``  uint8 ``[N, 8, 8, H, W, 3]`` — light field, row, col, y, x, RGB; chunked one view per chunk
+  ``(1, 1, 1, H, W, 3)``, gzip-compressed.
+* ``/names``  UTF-8 strings ``[N]`` — one name per light field.
+* root attributes: ``format``, ``format_version``, ``source``, ``synthetic``, ``angular_grid``, ``height``,
+  ``width``, ``crop``, ``split``, ``split_rule``, ``seed``, ``train_count``, ``test_count``, ``skipped``,
+  ``prepare_digest``, ``refsr_version`` (plus ``synthetic_params`` for synthetic data).
+
+Readers go through :func:`open_store`, which also accepts the CrossNet authors' HDF5 layout
+(``/img_HR`` uint8 ``[N, 8, 8, 3, H, W]``), so data converted with the original code can be reused.
+
+Writing happens in two steps so that prepare can run in parallel and resume: each worker writes one
+*part* file per light field (:func:`write_part`, atomic), and the main process assembles the parts into
+the final store by copying compressed chunks verbatim (:func:`assemble_store`) under a temporary name
+that is renamed when complete. Assembly writes the same bytes whatever the history of the parts, so an
+interrupted-and-resumed run produces a file identical to an uninterrupted one (no time stamps:
+``track_times=False``; gzip is deterministic).
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import h5py
+import numpy as np
+
+from refsr_cli.errors import RefsrError
+
+FORMAT = "refsr-lightfield-store"
+FORMAT_VERSION = 1
+GZIP_LEVEL = 1   # natural images barely compress (~12 %); level 1 costs least time for the same ratio
+_STR = h5py.string_dtype("utf-8")
+
+
+# --------------------------------------------------------------------------------------------- writing
+
+def _views_dataset(h5: h5py.File, name: str, shape: tuple, chunk: tuple) -> h5py.Dataset:
+    return h5.create_dataset(name, shape=shape, dtype=np.uint8, chunks=chunk, compression="gzip",
+                             compression_opts=GZIP_LEVEL, track_times=False)
+
+
+def write_part(path: str | os.PathLike, views: np.ndarray, name: str) -> None:
+    """Write one light field (``uint8 [8, 8, H, W, 3]``) as a part file, atomically.
+
+    The chunk shape and filter equal the final store's, so :func:`assemble_store` can copy the compressed
+    chunks without decompressing them (compression thus runs in the parallel workers).
+    """
+    path = Path(path)
+    if views.dtype != np.uint8 or views.ndim != 5 or views.shape[4] != 3:
+        raise ValueError(f"expected uint8 [rows, cols, H, W, 3], got {views.dtype} {views.shape}")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as h5:
+            ds = _views_dataset(h5, "views", views.shape, (1, 1) + views.shape[2:])
+            ds[...] = views
+            h5.attrs["name"] = name
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def part_shape(path: str | os.PathLike) -> tuple[int, ...]:
+    """Shape ``(rows, cols, H, W, 3)`` of a part file."""
+    with h5py.File(path, "r") as h5:
+        return tuple(h5["views"].shape)
+
+
+def _attr_value(value):
+    """HDF5-friendly attribute values: dicts/lists of strings as JSON, None as an empty string."""
+    if value is None:
+        return ""
+    if isinstance(value, dict) or (isinstance(value, (list, tuple)) and value
+                                   and any(isinstance(v, str) for v in value)):
+        return json.dumps(value, sort_keys=True)
+    if isinstance(value, (list, tuple)):
+        return np.asarray(value, dtype=np.int64) if value else np.zeros(0, np.int64)
+    return value
+
+
+def assemble_store(out: str | os.PathLike, parts: Sequence[tuple[str, Path]], attrs: dict) -> Path:
+    """Write the store ``out`` from part files ``[(name, part_path), …]`` (in that order), atomically.
+
+    All parts must have the same view size. The file is written under a temporary name in the same folder
+    and renamed over ``out`` once closed, so a reader never sees a half-written store.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not parts:
+        raise RefsrError(f"{out}: no light fields to write")
+    shape = part_shape(parts[0][1])
+    rows, cols, height, width, _ = shape
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as h5:
+            views = _views_dataset(h5, "views", (len(parts),) + shape, (1, 1, 1, height, width, 3))
+            names = h5.create_dataset("names", shape=(len(parts),), dtype=_STR, track_times=False)
+            names[...] = [name for name, _ in parts]
+            for i, (name, part) in enumerate(parts):
+                with h5py.File(part, "r") as src:
+                    ds = src["views"]
+                    if ds.shape != shape:
+                        raise RefsrError(f"{name}: light field is {ds.shape[2]}×{ds.shape[3]}, the others "
+                                         f"are {height}×{width}")
+                    for r in range(rows):
+                        for c in range(cols):
+                            mask, chunk = ds.id.read_direct_chunk((r, c, 0, 0, 0))
+                            views.id.write_direct_chunk((i, r, c, 0, 0, 0), chunk, mask)
+            base = {"format": FORMAT, "format_version": FORMAT_VERSION, "angular_grid": [rows, cols],
+                    "height": height, "width": width}
+            for key, value in {**base, **attrs}.items():
+                h5.attrs[key] = _attr_value(value)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
+
+
+# --------------------------------------------------------------------------------------------- reading
+
+def _decode_attr(value):
+    if isinstance(value, bytes):
+        value = value.decode("utf-8")
+    if isinstance(value, str) and value[:1] in "[{":
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+class LightFieldStore:
+    """Read access to a light-field store, ours or the authors' layout.
+
+    Metadata (``names``, ``attrs``, sizes) is read when the object is created, with a short-lived file
+    handle; pixel data goes through a handle opened on first access *in the current process*, so one
+    object can be handed to DataLoader workers (forked or spawned) and each opens its own handle.
+
+    Attributes: ``path``, ``layout`` (``"refsr"`` or ``"authors"``), ``names`` (list of str),
+    ``attrs`` (dict), ``grid`` (``(rows, cols)``), ``height``, ``width``.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise RefsrError(f"{self.path}: no such store")
+        try:
+            h5 = h5py.File(self.path, "r")
+        except OSError as exc:
+            raise RefsrError(f"{self.path}: not a readable HDF5 file ({exc})".splitlines()[0]) from None
+        with h5:
+            if "views" in h5:
+                self.layout, self._key = "refsr", "views"
+                ds = h5["views"]
+                if ds.ndim != 6 or ds.shape[5] != 3 or ds.dtype != np.uint8:
+                    raise RefsrError(f"{self.path}: /views is {ds.dtype} {ds.shape}, expected uint8 "
+                                     f"[N, rows, cols, H, W, 3]")
+                n, rows, cols, height, width = ds.shape[:5]
+                names = [s.decode("utf-8") if isinstance(s, bytes) else str(s) for s in h5["names"][...]] \
+                    if "names" in h5 else [f"{i:05d}" for i in range(n)]
+            elif "img_HR" in h5:
+                self.layout, self._key = "authors", "img_HR"
+                ds = h5["img_HR"]
+                if ds.ndim != 6 or ds.shape[3] != 3:
+                    raise RefsrError(f"{self.path}: /img_HR is {ds.shape}, expected [N, 8, 8, 3, H, W]")
+                if ds.dtype != np.uint8:
+                    raise RefsrError(f"{self.path}: /img_HR is {ds.dtype}, expected uint8")
+                n, rows, cols, _, height, width = ds.shape
+                # The authors' files carry no names; number them after the file.
+                names = [f"{self.path.stem}/{i:05d}" for i in range(n)]
+            else:
+                raise RefsrError(f"{self.path}: neither /views (refsr store) nor /img_HR (authors' layout) found")
+            if len(names) != n:
+                raise RefsrError(f"{self.path}: /names has {len(names)} entries for {n} light fields")
+            self.attrs = {k: _decode_attr(v) for k, v in h5.attrs.items()}
+            if self.layout == "refsr" and self.attrs.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
+                raise RefsrError(f"{self.path}: store format version {self.attrs['format_version']} is newer "
+                                 f"than this refsr understands ({FORMAT_VERSION})")
+        self.names: list[str] = names
+        self.grid = (int(rows), int(cols))
+        self.height, self.width = int(height), int(width)
+        self._h5: h5py.File | None = None
+        self._pid: int | None = None
+
+    # Lazy, per-process handle: an h5py handle must not cross a fork or be pickled.
+    def _dataset(self) -> h5py.Dataset:
+        if self._h5 is None or self._pid != os.getpid():
+            self._h5 = h5py.File(self.path, "r")
+            self._pid = os.getpid()
+        return self._h5[self._key]
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_h5"], state["_pid"] = None, None
+        return state
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __repr__(self) -> str:
+        return (f"LightFieldStore({str(self.path)!r}, layout={self.layout}, n={len(self)}, "
+                f"grid={self.grid}, size={self.height}×{self.width})")
+
+    def _check(self, index: int, row: int, col: int) -> None:
+        if not 0 <= index < len(self):
+            raise IndexError(f"{self.path}: light field {index} out of range (0…{len(self) - 1})")
+        if not (0 <= row < self.grid[0] and 0 <= col < self.grid[1]):
+            raise IndexError(f"{self.path}: view ({row}, {col}) outside the {self.grid[0]}×{self.grid[1]} grid")
+
+    def view(self, index: int, row: int, col: int) -> np.ndarray:
+        """View ``(row, col)`` of light field ``index`` as ``uint8 H×W×3`` (RGB)."""
+        self._check(index, row, col)
+        data = self._dataset()[index, row, col]
+        if self.layout == "authors":
+            data = np.ascontiguousarray(data.transpose(1, 2, 0))
+        return data
+
+    def views(self, index: int) -> np.ndarray:
+        """All views of light field ``index`` as ``uint8 [rows, cols, H, W, 3]``."""
+        self._check(index, 0, 0)
+        data = self._dataset()[index]
+        if self.layout == "authors":
+            data = np.ascontiguousarray(data.transpose(0, 1, 3, 4, 2))
+        return data
+
+    def close(self) -> None:
+        if self._h5 is not None and self._pid == os.getpid():
+            self._h5.close()
+        self._h5, self._pid = None, None
+
+    def __enter__(self) -> "LightFieldStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown
+            pass
+
+
+def open_store(path: str | os.PathLike | LightFieldStore) -> LightFieldStore:
+    """Open a store (ours, the authors' ``/img_HR`` layout, or a video store); a store object is returned as is."""
+    if isinstance(path, LightFieldStore):
+        return path
+    from refsr_cli.video_store import VideoStore, is_video_store  # video stores share the reader interface
+
+    if is_video_store(path):
+        return VideoStore(path)
+    return LightFieldStore(path)
+
+
+def read_digest(path: str | os.PathLike) -> str | None:
+    """The ``prepare_digest`` attribute of a store, or None when unreadable/absent."""
+    try:
+        with h5py.File(path, "r") as h5:
+            value = h5.attrs.get("prepare_digest")
+    except (OSError, ValueError):
+        return None
+    if isinstance(value, bytes):
+        value = value.decode()
+    return value
+

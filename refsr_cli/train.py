@@ -1,0 +1,447 @@
+"""Training: presets per variant, the loop, checkpoints, exact resume, DDP.
+
+Why resume is exact: every training sample is a pure function of ``(seed, global sample number)`` (the
+datasets derive view pair, crop, parallax shift and flips from that number), so the data order needs
+no saved state; the model, optimiser, schedule and the torch RNG are saved in ``RUN/last.pt``. On CPU,
+``N`` iterations + resume + ``N`` iterations therefore ends with the same weights as ``2N`` in one go.
+
+Run folder ``RUN/``::
+
+    config.json      the resolved configuration (preset ← --config TOML ← flags)
+    last.pt          training state (model, optimiser, schedule, RNG, iteration) — for resume
+    model.pt         the latest model checkpoint (refsr checkpoint format; `infer --weights`)
+    best.pt          the best model checkpoint by validation PSNR (when --val is given)
+    log.jsonl        one JSON object per logged step / validation
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from torch.utils.data import DataLoader, Sampler
+
+from refsr_cli import console, losses
+from refsr_cli.archs import build_model, spec
+from refsr_cli.checkpoint import checkpoint_dict, read_checkpoint, save_checkpoint
+from refsr_cli.errors import RefsrError
+from refsr_cli.image_io import atomic_write
+
+# ------------------------------------------------------------------------------------------------
+# Presets: what each paper trained with. Flags and --config override these.
+# ------------------------------------------------------------------------------------------------
+
+_COMMON = {
+    "scale": 8,
+    "iters": 200_000,
+    "batch": 2,
+    "crop": [320, 512],           # the papers' training/evaluation crop
+    "lr": 1e-4,
+    "betas": [0.9, 0.999],
+    "weight_decay": 0.0,
+    "milestones": [0.75],          # learning rate ×gamma at these fractions of iters
+    "gamma": 0.1,
+    "views": "random",             # LR view: "random" over the 8×8 grid, or [k, k]
+    "ref_view": [0, 0],
+    "parallax_shift": 15,          # ±px shift of Ref (the papers' parallax augmentation)
+    "flips": True,
+    "seed": 0,
+    "checkpoint_every": 1000,
+    "log_every": 50,
+    "val_every": 5000,
+    "workers": 2,
+    "model_size": "paper",
+    "model": {},                   # extra keyword arguments of the architecture
+    "loss": {},                    # loss weights
+    "stages": [],                  # multi-stage schedules: [{"until": fraction, "loss": {...}}]
+}
+
+PRESETS: dict[str, dict] = {
+    # CrossNet (ECCV 2018): Charbonnier, Adam 1e-4, ×0.1 after 150k of 200k, parallax ±15 px.
+    "crossnet": {"loss": {"charbonnier": 1.0}},
+    # CrossNet++ (TPAMI): hybrid loss. Stage 1 aligns (warping + landmark losses only), then all terms.
+    "crossnetpp": {
+        "loss": {"charbonnier": 1.0, "warping": 1.0, "landmark": 0.01},
+        "stages": [{"until": 0.25, "loss": {"charbonnier": 0.0, "warping": 1.0, "landmark": 0.01}}],
+    },
+    # Cross-MPI (CVPR 2021): L1 + 0.2·internal supervision (+ perceptual with a user VGG-19 file).
+    # Three steps: internal supervision only (alpha maps), then the SR synthesis, then all together.
+    "crossmpi": {
+        "loss": {"l1": 1.0, "internal": 0.2, "perceptual": 0.0},
+        "stages": [{"until": 0.2, "loss": {"l1": 0.0, "internal": 1.0, "perceptual": 0.0}},
+                   {"until": 0.6, "loss": {"l1": 1.0, "internal": 0.0, "perceptual": 0.0}}],
+    },
+    # RefSR-Net (BMVC 2017): CC-Net matching trained as classification, SS-Net with a pixel loss.
+    "refsrnet": {"loss": {"l1": 1.0, "ccnet": 0.1}, "crop": [160, 160], "batch": 4},
+    # MDSR (Lim et al. 2017): L1, Adam 1e-4 halved every 2e5 steps, 48×48 LR patches → 384×384 at ×8.
+    "mdsr": {"loss": {"l1": 1.0}, "crop": [192, 192], "batch": 16, "lr": 1e-4,
+             "milestones": [0.5], "gamma": 0.5, "parallax_shift": 0},
+}
+
+
+def preset(variant: str) -> dict:
+    spec(variant)  # raises a clean error for unknown variants
+    config = copy.deepcopy(_COMMON)
+    config.update(copy.deepcopy(PRESETS.get(variant, {})))
+    config["variant"] = variant
+    return config
+
+
+def load_toml(path: str | os.PathLike) -> dict:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise RefsrError(f"{path}: no such config file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise RefsrError(f"{path}: invalid TOML ({exc})") from None
+
+
+def resolve_config(variant: str, toml: dict | None = None, **flags) -> dict:
+    """Preset of ``variant`` ← TOML table ← flags that are not ``None``."""
+    config = preset(variant)
+    for source in (toml or {}, {k: v for k, v in flags.items() if v is not None}):
+        for key, value in source.items():
+            if key not in config and key not in ("data", "val", "out", "device", "mix", "vgg"):
+                raise RefsrError(f"unknown training option {key!r}")
+            if isinstance(config.get(key), dict) and isinstance(value, dict):
+                config[key].update(value)
+            else:
+                config[key] = value
+    if config["model_size"] not in ("paper", "tiny"):
+        raise RefsrError(f"model_size must be 'paper' or 'tiny', not {config['model_size']!r}")
+    crop = config["crop"]
+    if crop is not None:
+        crop = [int(c) for c in crop]
+        if any(c % int(config["scale"]) for c in crop):
+            raise RefsrError(f"crop {crop[0]}×{crop[1]} is not a multiple of the scale {config['scale']}")
+        config["crop"] = crop
+    return config
+
+
+def model_kwargs(config: dict) -> dict:
+    kwargs = dict(spec(config["variant"]).tiny) if config["model_size"] == "tiny" else {}
+    kwargs.update(config.get("model") or {})
+    return kwargs
+
+
+def loss_weights(config: dict, iteration: int) -> dict:
+    """The loss weights in force at ``iteration`` (multi-stage schedules)."""
+    for stage in config.get("stages") or []:
+        if iteration < stage["until"] * config["iters"]:
+            return {**config["loss"], **stage["loss"]}
+    return dict(config["loss"])
+
+
+# ------------------------------------------------------------------------------------------------
+# Loss
+# ------------------------------------------------------------------------------------------------
+
+
+def compute_loss(variant: str, weights: dict, sr, aux, batch, perceptual=None) -> tuple[torch.Tensor, dict]:
+    """Weighted sum of the variant's loss terms; returns ``(total, {term: value})``."""
+    hr = batch["hr"]
+    terms: dict[str, torch.Tensor] = {}
+    if weights.get("charbonnier"):
+        terms["charbonnier"] = losses.charbonnier(sr, hr)
+    if weights.get("l1") and variant != "crossmpi":
+        terms["l1"] = (sr - hr).abs().mean()
+    if weights.get("warping") and "warped_stage1" in aux:
+        terms["warping"] = losses.warping_loss(aux["warped_stage1"], hr)
+    if weights.get("landmark") and "landmarks" in batch and "flow_stage1" in aux:
+        terms["landmark"] = losses.landmark_loss(aux["flow_stage1"], *batch["landmarks"])
+    if variant == "crossmpi":
+        parts = losses.crossmpi_loss(sr, hr, aux, batch["lr"], perceptual=perceptual, return_terms=True)
+        for name in ("l1", "internal", "perceptual"):
+            if weights.get(name) and name in parts:
+                terms[name] = parts[name]
+    if weights.get("ccnet") and variant == "refsrnet":
+        terms["ccnet"] = losses.ccnet_loss(aux, batch.get("offsets"), hr=hr)
+    total = sum(weights[name] * value for name, value in terms.items())
+    if not isinstance(total, torch.Tensor):
+        raise RefsrError(f"no loss term of {variant} is active (weights {weights})")
+    return total, {k: float(v.detach()) for k, v in terms.items()}
+
+
+# ------------------------------------------------------------------------------------------------
+# Data
+# ------------------------------------------------------------------------------------------------
+
+
+class RangeSampler(Sampler):
+    """Yields global sample numbers ``start, start+1, …`` (this rank's share under DDP)."""
+
+    def __init__(self, start: int, stop: int, rank: int = 0, world: int = 1):
+        self.start, self.stop, self.rank, self.world = start, stop, rank, world
+
+    def __iter__(self):
+        return iter(range(self.start * self.world + self.rank, self.stop * self.world, self.world))
+
+    def __len__(self):
+        return max(0, self.stop - self.start)
+
+
+def training_dataset(config: dict, run_dir: Path | None = None):
+    from refsr_cli.training_data import open_training_data
+
+    return open_training_data(config["data"], scale=config["scale"], crop=config["crop"],
+                              views=config["views"], ref_view=config["ref_view"],
+                              parallax_shift=config["parallax_shift"], flips=config["flips"],
+                              seed=config["seed"], mix=config.get("mix"),
+                              landmarks=config["variant"] == "crossnetpp" and bool(config["loss"].get("landmark")),
+                              cache_dir=run_dir)
+
+
+# ------------------------------------------------------------------------------------------------
+# The loop
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    checkpoint: Path
+    iterations: int
+    best_psnr: float | None
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size); initialises the process group under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend=backend)
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+def _device(name: str | None, rank: int) -> torch.device:
+    if name in (None, "auto"):
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count())
+    return device
+
+
+_ESSENTIAL = ("variant", "scale", "model_size", "model", "seed", "batch", "crop")
+
+
+def _check_resumable(run_dir: Path, config: dict) -> dict | None:
+    """The saved training state, after checking it belongs to the same run; ``None`` for a new run."""
+    state_path = run_dir / "last.pt"
+    if not state_path.exists():
+        return None
+    try:
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise RefsrError(f"{state_path}: unreadable training state ({type(exc).__name__})") from None
+    saved = state["config"]
+    for key in _ESSENTIAL:
+        if saved.get(key) != config.get(key):
+            what = "scale mismatch" if key == "scale" else f"{key} differs"
+            raise RefsrError(f"{run_dir}: cannot resume — {what} (run has {saved.get(key)!r}, "
+                             f"this command {config.get(key)!r}); use another --out")
+    return state
+
+
+def train(config: dict, out: str | os.PathLike, device: str | None = None, val: str | None = None,
+          vgg: str | None = None, max_iters_this_call: int | None = None) -> TrainResult:
+    """Train ``config["variant"]`` into run folder ``out``; resumes when ``out/last.pt`` exists.
+
+    ``max_iters_this_call`` stops early (for tests of interruption); the schedule still spans
+    ``config["iters"]``.
+    """
+    run_dir = Path(out)
+    rank, world = _distributed()
+    dev = _device(device, rank)
+    torch.manual_seed(config["seed"])
+    config = dict(config)
+    config["data"] = [str(p) for p in (config["data"] if isinstance(config["data"], list) else [config["data"]])]
+    state = _check_resumable(run_dir, config)
+
+    perceptual = None
+    if config["variant"] == "crossmpi" and config["loss"].get("perceptual"):
+        if not vgg:
+            raise RefsrError("the perceptual loss needs a VGG-19 weights file: pass --vgg FILE "
+                             "(it cannot be downloaded here) or set loss.perceptual = 0")
+        perceptual = losses.VGGPerceptual(vgg).to(dev)
+    elif config["variant"] == "crossmpi" and rank == 0:
+        console.notice("Cross-MPI perceptual (VGG-19) term is off: no --vgg weights file given")
+    dataset = training_dataset(config, run_dir)
+    val_pairs = _validation_pairs(val, config) if val else None
+
+    model = build_model(config["variant"], **model_kwargs(config)).to(dev)
+    if dev.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config["lr"], betas=tuple(config["betas"]),
+                                 weight_decay=config["weight_decay"])
+    milestones = [int(m * config["iters"]) for m in config["milestones"]]
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=config["gamma"])
+    start, best = 0, None
+    if state is not None:
+        model.load_state_dict(state["model"]["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        start, best = int(state["iteration"]), state.get("best_psnr")
+        if rank == 0:
+            console.notice(f"resuming {run_dir} at iteration {start}")
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        public = {k: v for k, v in config.items()}
+        atomic_write(run_dir / "config.json", lambda p: p.write_text(json.dumps(public, indent=2) + "\n"))
+    # Multi-scale models (MDSR's per-scale heads, the coarsest stages at ×4) leave parameters unused
+    # in a step; DDP must know, or its gradient reduction waits for them forever.
+    net = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
+
+    stop = config["iters"] if max_iters_this_call is None else min(config["iters"], start + max_iters_this_call)
+    if start >= config["iters"]:
+        if rank == 0:
+            console.notice(f"{run_dir}: already trained for {config['iters']} iterations")
+        return TrainResult(run_dir, run_dir / "model.pt", start, best)
+    from refsr_cli.training_data import collate
+
+    loader = DataLoader(dataset, batch_size=config["batch"], drop_last=False, collate_fn=collate,
+                        sampler=RangeSampler(start * config["batch"], stop * config["batch"], rank, world),
+                        # Workers only feed a GPU; on a CPU they would compete with the step for cores.
+                        num_workers=config["workers"] if dev.type == "cuda" else 0,
+                        pin_memory=dev.type == "cuda", persistent_workers=False)
+    log_path = run_dir / "log.jsonl"
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else _nullcontext()
+    writer = _tensorboard(run_dir) if rank == 0 else None
+    iteration, t_wait, t_step, t_mark, logged_at = start, 0.0, 0.0, time.perf_counter(), start
+    net.train()
+    with console.progress_bar(f"train {config['variant']}", config["iters"]) as bar:
+        bar.advance(start)
+        data_iter = iter(loader)
+        while iteration < stop:
+            t0 = time.perf_counter()
+            batch = next(data_iter)
+            batch = {k: (v.to(dev, non_blocking=True) if isinstance(v, torch.Tensor) else v)
+                     for k, v in batch.items()}
+            t1 = time.perf_counter()
+            weights = loss_weights(config, iteration)
+            with autocast:
+                sr, aux = net(batch["lr"], batch["ref"], config["scale"])
+            total, terms = compute_loss(config["variant"], weights, sr.float(),
+                                        {k: v for k, v in aux.items()}, batch, perceptual)
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            optimizer.step()
+            scheduler.step()
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            t2 = time.perf_counter()
+            t_wait += t1 - t0
+            t_step += t2 - t1
+            iteration += 1
+            bar.advance()
+            bar.info(f"loss {float(total.detach()):.4f}")
+            if rank == 0 and (iteration % config["log_every"] == 0 or iteration == stop):
+                elapsed = time.perf_counter() - t_mark
+                record = {"iter": iteration, "loss": float(total.detach()), **terms,
+                          "lr": scheduler.get_last_lr()[0],
+                          "it_per_s": (iteration - logged_at) / elapsed if elapsed > 0 else None,
+                          "data_wait_fraction": t_wait / max(t_wait + t_step, 1e-9)}
+                _append_log(log_path, record)
+                if writer is not None:
+                    for key, value in record.items():
+                        if isinstance(value, (int, float)) and key != "iter":
+                            writer.add_scalar(f"train/{key}", value, iteration)
+                t_wait = t_step = 0.0
+                t_mark, logged_at = time.perf_counter(), iteration
+            validate_now = val_pairs is not None and (iteration % config["val_every"] == 0 or iteration == stop)
+            if validate_now and rank == 0:
+                scores = _validate(model, val_pairs, config["scale"], dev)
+                _append_log(log_path, {"iter": iteration, "val_psnr": scores["psnr"], "val_ssim": scores["ssim"]})
+                if writer is not None:
+                    writer.add_scalar("val/psnr", scores["psnr"], iteration)
+                if best is None or scores["psnr"] > best:
+                    best = scores["psnr"]
+                    save_checkpoint(run_dir / "best.pt", model, config["scale"],
+                                    _meta(config, iteration, {"val_psnr": best, "val_ssim": scores["ssim"]}))
+                net.train()
+            if rank == 0 and (iteration % config["checkpoint_every"] == 0 or iteration == stop):
+                _save_state(run_dir, model, optimizer, scheduler, config, iteration, best, dataset.landmarks)
+    if writer is not None:
+        writer.close()
+    if world > 1:
+        dist.barrier()
+    return TrainResult(run_dir, run_dir / "model.pt", iteration, best)
+
+
+def _meta(config: dict, iteration: int, metrics: dict | None = None) -> dict:
+    data = config["data"] if isinstance(config["data"], list) else [config["data"]]
+    return {"iterations": iteration, "data": [str(d) for d in data], "train_config": json.dumps(config),
+            "metrics": metrics or {}, "torch": str(torch.__version__)}
+
+
+def _save_state(run_dir: Path, model, optimizer, scheduler, config, iteration, best, landmark_cache=None) -> None:
+    """Training state first, then the model checkpoint; both atomic, so a kill -9 loses at most
+    the iterations since the previous save."""
+    state = {"model": checkpoint_dict(model, config["scale"], _meta(config, iteration)),
+             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "rng": torch.get_rng_state(), "iteration": iteration, "best_psnr": best,
+             "config": json.loads(json.dumps(config))}
+    atomic_write(run_dir / "last.pt", lambda p: torch.save(state, p))
+    if landmark_cache is not None:
+        landmark_cache.save()
+    save_checkpoint(run_dir / "model.pt", model, config["scale"], _meta(config, iteration))
+
+
+def _append_log(path: Path, record: dict) -> None:
+    with open(path, "a") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
+def _tensorboard(run_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except Exception:  # tensorboard is optional
+        return None
+    return SummaryWriter(str(run_dir / "tb"))
+
+
+class _nullcontext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _validation_pairs(path: str, config: dict) -> list:
+    from refsr_cli.dataset import iter_test_pairs
+
+    k = config["views"][0] if isinstance(config["views"], (list, tuple)) else 1
+    return list(iter_test_pairs(path, config["scale"], k))
+
+
+@torch.inference_mode()
+def _validate(model, pairs, scale: int, device) -> dict:
+    from refsr_cli.metrics import psnr, ssim
+
+    model.eval()
+    p, s = [], []
+    for _name, lr, ref, hr in pairs:
+        sr, _ = model(lr[None].to(device), ref[None].to(device), scale)
+        sr = sr[0].float().clamp(0, 1).cpu()
+        p.append(psnr(sr, hr))
+        s.append(ssim(sr, hr))
+    finite = [v for v in p if math.isfinite(v)]
+    return {"psnr": sum(finite) / max(len(finite), 1), "ssim": sum(s) / max(len(s), 1)}
+
+
+def checkpoint_scale(path: str | os.PathLike) -> int:
+    return int(read_checkpoint(path)["scale"])

@@ -1,0 +1,90 @@
+"""Baselines: bicubic is the one upscaling; PatchMatch uses the reference and finds the true offset."""
+import numpy as np
+import pytest
+import torch
+from skimage import data
+
+from refsr_cli.baselines import BASELINES, DESCRIPTIONS, bicubic, patchmatch
+from refsr_cli.errors import RefsrError
+from refsr_cli.metrics import psnr
+from refsr_cli.resize import downscale, upscale
+
+DX, DY = 5, 3  # the LR view's content sits at Ref(p + (DX, DY))
+
+
+def _crop(image, y, x, h, w):
+    return torch.from_numpy(image[y:y + h, x:x + w].transpose(2, 0, 1).copy()).float().div(255)[None]
+
+
+@pytest.fixture(scope="module")
+def shifted_pair():
+    """Ref = a 64×96 crop of chelsea, HR = the same scene shifted by (DX, DY) pixels."""
+    img = data.chelsea()
+    ref = _crop(img, 100, 150, 64, 96)
+    hr = _crop(img, 100 + DY, 150 + DX, 64, 96)
+    return ref, hr
+
+
+def test_registry():
+    assert set(BASELINES) == {"bicubic", "patchmatch"} and set(DESCRIPTIONS) == set(BASELINES)
+
+
+def test_bicubic_is_the_projects_upscale(shifted_pair):
+    ref, hr = shifted_pair
+    lr = downscale(hr, 4)
+    sr, aux = bicubic(lr, None, 4)
+    assert aux == {} and sr.shape == hr.shape
+    assert torch.equal(sr, upscale(lr, 4).clamp(0, 1))
+    with pytest.raises(RefsrError):
+        bicubic(lr, ref, 4, patch_size=3)
+
+
+def test_patchmatch_beats_bicubic_and_finds_the_shift(shifted_pair):
+    ref, hr = shifted_pair
+    lr = downscale(hr, 4)
+    sr, aux = patchmatch(lr, ref, 4, search_radius=12)
+    base, _ = bicubic(lr, ref, 4)
+    gain = psnr(sr[0], hr[0]) - psnr(base[0], hr[0])
+    assert gain > 2.0, gain
+    assert sr.shape == hr.shape and 0 <= sr.min() and sr.max() <= 1
+    assert aux["flow"].shape == (1, 2, 64, 96) and aux["warped"].shape == hr.shape
+    # away from the borders (where the content is not in Ref) the field is the true shift
+    inner = aux["flow"][0, :, 12:-12, 12:-12].reshape(2, -1)
+    assert torch.allclose(inner.median(dim=1).values, torch.tensor([float(DX), float(DY)]), atol=0.25)
+    # the pasted sharp patches alone already beat bicubic (the gain is not back-projection's)
+    assert psnr(aux["pasted"][0], hr[0]) > psnr(base[0], hr[0]) + 1.0
+
+
+def test_patchmatch_is_deterministic_and_batched(shifted_pair):
+    ref, hr = shifted_pair
+    lr = downscale(hr, 8)
+    a, _ = patchmatch(lr, ref, 8, iterations=2, seed=3)
+    b, _ = patchmatch(lr, ref, 8, iterations=2, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+    both, aux = patchmatch(torch.cat((lr, lr)), torch.cat((ref, ref)), 8, iterations=2, seed=3,
+                           subpixel=False, backproject=0)
+    assert both.shape == (2, 3, 64, 96) and aux["flow"].shape == (2, 2, 64, 96)
+    centres = aux["flow"][..., ::4, ::4]  # patch centres every s/2 pixels; the flow is interpolated between
+    assert torch.equal(centres, centres.round())  # integer offsets without sub-pixel refinement
+
+
+def test_patchmatch_bad_inputs(shifted_pair):
+    ref, hr = shifted_pair
+    lr = downscale(hr, 4)
+    with pytest.raises(RefsrError, match="reference"):
+        patchmatch(lr, None, 4)
+    with pytest.raises(RefsrError, match="does not match"):
+        patchmatch(lr, ref[..., :-4], 4)
+    with pytest.raises(RefsrError):
+        patchmatch(lr, ref, 4, search_radius=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
+def test_patchmatch_same_on_gpu(shifted_pair):
+    ref, hr = shifted_pair
+    lr = downscale(hr, 4)
+    cpu, cpu_aux = patchmatch(lr, ref, 4, seed=1)
+    gpu, gpu_aux = patchmatch(lr.cuda(), ref.cuda(), 4, seed=1)
+    assert gpu.is_cuda
+    assert np.abs(psnr(gpu[0], hr[0]) - psnr(cpu[0], hr[0])) < 0.05
+    assert (gpu_aux["flow"].cpu() - cpu_aux["flow"]).abs().median() < 1e-3

@@ -1,0 +1,163 @@
+"""`refsr bench`: report files, an independently recomputed PSNR, the per-image cache, the HTML page.
+
+The test store holds two light fields cut from scikit-image photos with a known constant disparity:
+view (r, c) is the photo shifted by (c, r) pixels, so view (k, k) is displaced from Ref = (0, 0) by
+k·√2 pixels — the bench's parallax estimate can be checked against it.
+"""
+import json
+import math
+import re
+
+import h5py
+import numpy as np
+import pytest
+import skimage.data
+import torch
+from click.testing import CliRunner
+
+from refsr_cli.archs import build_model, spec
+from refsr_cli.checkpoint import save_checkpoint
+from refsr_cli.cli import main
+from refsr_cli.resize import imresize
+from refsr_cli.store import assemble_store, write_part
+
+H, W = 80, 112          # IFC needs ≥ 72 px; multiples of 4 and 8
+SCALE = 4
+
+
+def _make_store(folder):
+    parts = []
+    for i, photo in enumerate([skimage.data.astronaut(), skimage.data.coffee()]):
+        big = photo[100:100 + H + 7, 150:150 + W + 7]
+        views = np.stack([np.stack([big[r:r + H, c:c + W] for c in range(8)]) for r in range(8)])
+        part = folder / f"lf{i}.part.h5"
+        write_part(part, np.ascontiguousarray(views), f"lf{i}")
+        parts.append((f"lf{i}", part))
+    return assemble_store(folder / "test.h5", parts, {"source": "test"})
+
+
+def _tiny(name, path, seed=0):
+    torch.manual_seed(seed)
+    save_checkpoint(path, build_model(name, **spec(name).tiny), SCALE)
+    return path
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench")
+    store = _make_store(root)
+    return root, store, _tiny("crossnet", root / "crossnet.pt"), _tiny("mdsr", root / "mdsr.pt")
+
+
+def _bench(args):
+    result = CliRunner().invoke(main, ["--quiet", "bench", *args])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return result
+
+
+def _independent_bicubic_psnr(store, k):
+    """Mean PSNR of bicubic on view (k, k), from the raw HDF5 and the resize function only."""
+    values = []
+    with h5py.File(store, "r") as h5:
+        for i in range(h5["views"].shape[0]):
+            hr = h5["views"][i, k, k].astype(np.float64) / 255.0            # H×W×3
+            t = torch.from_numpy(hr.transpose(2, 0, 1).copy()).float()
+            lr = imresize(t, size=(H // SCALE, W // SCALE)).clamp(0, 1)
+            sr = imresize(lr, size=(H, W)).clamp(0, 1).numpy().astype(np.float64).transpose(1, 2, 0)
+            mse = np.mean((sr - hr) ** 2)
+            values.append(10 * math.log10(1.0 / mse))
+    return sum(values) / len(values)
+
+
+def test_bench_report_cache_and_html(setup):
+    root, store, crossnet, mdsr = setup
+    out = root / "report"
+    common = ["--data", str(store), "--scales", str(SCALE), "--views", "1,7", "--out", str(out)]
+    result = _bench(common + ["--methods", "bicubic,patchmatch,crossnet", "--weights", f"crossnet={crossnet}",
+                              "--jobs", "2"])
+    assert "PSNR" in result.output                         # the rich table on stdout
+    for name in ("report.json", "report.md", "report.html"):
+        assert (out / name).is_file()
+    report = json.loads((out / "report.json").read_text())
+    rows = {(r["method"], r["view"]): r for r in report["results"]}
+    assert set(rows) == {(m, v) for m in ("bicubic", "patchmatch", "crossnet") for v in (1, 7)}
+    assert all(r["n"] == 2 and r["scale"] == SCALE for r in rows.values())
+    assert report["cache"]["computed"] == 12 and report["cache"]["reused"] == 0
+
+    # One PSNR recomputed without the bench, the store reader or the metrics module.
+    assert rows[("bicubic", 7)]["psnr"] == pytest.approx(_independent_bicubic_psnr(store, 7), abs=1e-3)
+    # PatchMatch pastes reference patches: with a pure shift between views it must beat bicubic clearly.
+    assert rows[("patchmatch", 7)]["psnr"] > rows[("bicubic", 7)]["psnr"] + 2
+    # Parallax estimated by block matching against the known displacement k·√2.
+    assert rows[("bicubic", 1)]["parallax"] == pytest.approx(math.sqrt(2), abs=0.3)
+    assert rows[("bicubic", 7)]["parallax"] == pytest.approx(7 * math.sqrt(2), abs=0.5)
+    assert rows[("crossnet", 7)]["speedup_vs_patchmatch"] > 0
+    assert {s["method"] for s in report["speed"]} == {"bicubic", "crossnet"}
+    for key in ("python", "torch", "cpu_count", "device"):
+        assert key in report["environment"]
+
+    # Markdown: one table row per result.
+    md = (out / "report.md").read_text()
+    table = [line for line in md.splitlines() if line.startswith("| crossnet | 4 |") and "±" in line]
+    assert len(table) == 2 and "(7,7)" in md
+
+    # HTML: the table, an inline SVG plot, embedded crops — and no external file reference.
+    page = (out / "report.html").read_text()
+    assert "<table" in page and "<svg" in page and "crossnet" in page
+    assert page.count('src="data:image/png;base64,') >= 2 * 6   # 2 showcases × (LR, GT, 3 methods, Ref)
+    srcs = re.findall(r'(?:src|href)\s*=\s*"([^"]*)"', page)
+    assert srcs and all(s.startswith("data:") for s in srcs)
+    assert "<link" not in page and "url(" not in page
+
+    # The cache: adding a method computes only that method; earlier entries are not rewritten.
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "cache").glob("*.json")}
+    only7 = ["--data", str(store), "--scales", str(SCALE), "--views", "7", "--out", str(out)]
+    _bench(only7 + ["--methods", "bicubic,patchmatch,crossnet,mdsr", "--weights", f"crossnet={crossnet}",
+                    "--weights", f"mdsr={mdsr}"])
+    report2 = json.loads((out / "report.json").read_text())
+    assert report2["cache"]["computed_by_method"] == {"mdsr": 2}
+    assert report2["cache"]["reused"] == 6
+    after = {p.name: p.stat().st_mtime_ns for p in (out / "cache").glob("*.json")}
+    assert all(after[name] == mtime for name, mtime in before.items())
+    rows2 = {(r["method"], r["view"]): r for r in report2["results"]}
+    assert rows2[("patchmatch", 7)]["psnr"] == rows[("patchmatch", 7)]["psnr"]
+    assert ("mdsr", 7) in rows2
+
+    # A changed checkpoint is never served stale results.
+    _tiny("crossnet", crossnet, seed=1)
+    _bench(only7 + ["--methods", "bicubic,crossnet", "--weights", f"crossnet={crossnet}"])
+    report3 = json.loads((out / "report.json").read_text())
+    assert report3["cache"]["computed_by_method"] == {"crossnet": 2}
+
+
+def test_bench_bad_input_is_one_line(tmp_path):
+    result = CliRunner().invoke(main, ["bench", "--data", str(tmp_path / "missing.h5"), "--out", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "missing.h5" in result.output and "Traceback" not in result.output
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    result = CliRunner().invoke(main, ["bench", "--methods", "bicubic", "--weights", f"crossnet={bad}",
+                                       "--out", str(tmp_path)])
+    assert result.exit_code == 1 and "bad.pt" in result.output
+
+
+def test_builtin_set(tmp_path, monkeypatch):
+    """The built-in synthetic store is rendered once into $REFSR_CACHE and reused; stereo pair geometry."""
+    from refsr_cli import builtin_data
+    from refsr_cli.bench import StoreSource
+
+    monkeypatch.setenv("REFSR_CACHE", str(tmp_path / "cache"))
+    path = builtin_data.builtin_store(count=1, size=(64, 64))
+    assert path.is_file() and str(path).startswith(str(tmp_path / "cache"))
+    stamp = path.stat().st_mtime_ns
+    assert builtin_data.builtin_store(count=1, size=(64, 64)) == path and path.stat().st_mtime_ns == stamp
+    disparity = builtin_data.builtin_disparity(path)
+    assert set(disparity) == {"builtin-000"} and 0 < disparity["builtin-000"] <= builtin_data.DEFAULT_MAX_DISPARITY
+    source = StoreSource(path, [7], label="synthetic", disparity=disparity)
+    name, lr, ref, hr = source.pairs(8, 7)[0]
+    value, how = source.parallax(name, 7, hr, ref)
+    assert how == "ground-truth disparity" and value == pytest.approx(math.sqrt(2) * disparity[name])
+
+    name, lr, ref, hr = builtin_data.stereo_pair(8)
+    assert hr.shape == ref.shape == (3, 496, 736) and lr.shape == (3, 62, 92)
+    assert 20 < builtin_data.stereo_parallax() < 60    # Middlebury motorcycle at 741 px wide
