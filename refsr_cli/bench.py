@@ -20,7 +20,7 @@ Parallax is the mean displacement magnitude (HR pixels) between the LR view and 
 * ``stereo_motorcycle``: the mean of its ground-truth disparity map over the crop;
 * anything else: *estimated* by block matching (9×9 mean absolute difference on luma) between GT and
   Ref — along the baseline (1,1) for light-field views, in 2-D at reduced resolution for video frames
-  and folder pairs — averaged over the more distinctive half of the pixels.
+  and folder pairs — averaged over the most distinctive quarter of the pixels.
 
 Baselines run in joblib worker processes (``jobs``; each worker gets ``cpu_count // jobs`` torch
 threads so that workers do not oversubscribe the cores), networks in the main process with all
@@ -37,13 +37,11 @@ import os
 import platform
 import re
 import statistics
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 

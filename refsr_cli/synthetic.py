@@ -16,7 +16,7 @@ Rendering is separable and exact up to the interpolation kernel: with a slope al
 ``T(q_x, q_y)`` with ``q_x = p_x + (c/(G−1))·d(q_y)`` (a per-row constant shift — one horizontal pass per
 angular column ``c``, 8 of them) and ``q_y = (p_y + r·d0/(G−1)) / (1 − r·slope/(G−1))``, which depends on
 ``p_y`` and ``r`` only (one vertical pass per view with weights constant along each row). Both passes
-use the Keys cubic kernel (a = −0.5) on textures that were resized with antialiasing, so sub-pixel shifts
+use cubic-spline interpolation (prefilter + B-spline taps) on textures that were resized with antialiasing, so sub-pixel shifts
 carry no aliasing. Slopes along x run the same code on transposed arrays. Layers are premultiplied RGBA;
 soft mask edges come from an antialiased mask plus the layer's defocus blur.
 
@@ -33,7 +33,7 @@ from functools import lru_cache
 
 import numpy as np
 import torch
-from scipy.ndimage import gaussian_filter
+from scipy.ndimage import gaussian_filter, spline_filter1d
 
 from .resize import imresize
 
@@ -96,8 +96,8 @@ class Layer:
 
     ``rgb`` is ``h×w×3`` (not premultiplied), ``alpha`` ``h×w`` in [0, 1] or None (opaque); canvas
     pixel ``(0, 0)`` sits at frame position ``origin = (y0, x0)``. Disparity: ``d(q) = disparity +
-    slope·q[axis]`` with ``q`` in frame pixels and ``axis`` 'y' or 'x'. Transparent layers need ≥ 2
-    pixels of zero alpha around their support (interpolation taps clamp at the canvas border); the
+    slope·q[axis]`` with ``q`` in frame pixels and ``axis`` 'y' or 'x'. Transparent layers need ≥ 4
+    pixels of zero alpha around their support (sampling outside the canvas gives transparency); the
     opaque background must cover every sampled position (:func:`background_extent`).
     """
 
@@ -120,15 +120,24 @@ def background_extent(height: int, width: int, max_layer_disparity: float) -> tu
     return -3, -3, height + margin + 3, width + margin + 3
 
 
-def _keys(t: torch.Tensor) -> list[torch.Tensor]:
-    """Keys cubic (a = −0.5) weights of taps −1, 0, 1, 2 for fractional offsets ``t`` in [0, 1)."""
+def _bspline(t: torch.Tensor) -> list[torch.Tensor]:
+    """Cubic B-spline weights of taps −1, 0, 1, 2 for fractional offsets ``t`` in [0, 1).
+
+    Applied to spline-prefiltered samples this is exact cubic-spline interpolation: its frequency
+    response barely depends on ``t``, so views at different sub-pixel offsets are equally sharp (a
+    Keys kernel blurs a half-pixel shift visibly more than an integer one and biases the shift by a
+    few hundredths of a pixel).
+    """
+    s = 1.0 - t
     t2, t3 = t * t, t * t * t
-    return [
-        -0.5 * t3 + t2 - 0.5 * t,
-        1.5 * t3 - 2.5 * t2 + 1.0,
-        -1.5 * t3 + 2.0 * t2 + 0.5 * t,
-        0.5 * t3 - 0.5 * t2,
-    ]
+    return [s * s * s / 6.0, (3.0 * t3 - 6.0 * t2 + 4.0) / 6.0, (-3.0 * t3 + 3.0 * t2 + 3.0 * t + 1.0) / 6.0,
+            t3 / 6.0]
+
+
+def _prefilter(x: torch.Tensor, axis: int) -> torch.Tensor:
+    """Cubic-spline coefficients along ``axis`` (scipy's recursive filter, mirror boundaries)."""
+    out = spline_filter1d(x.numpy(), order=3, axis=axis, mode="mirror", output=np.float32)
+    return torch.from_numpy(out)
 
 
 def _render_layer_y(texture: torch.Tensor, origin: tuple[int, int], d0: float, slope: float,
@@ -147,20 +156,26 @@ def _render_layer_y(texture: torch.Tensor, origin: tuple[int, int], d0: float, s
     qy = torch.arange(h, dtype=torch.float64) + origin[0]           # frame row of each canvas row
     d_rows = d0 + slope * qy
     # Pass 1, per angular column c: horizontal shift constant along each canvas row.
+    texture = _prefilter(texture, 1)
     passes = []
     cols = torch.arange(ox1 - ox0, dtype=torch.int64)
     for c in range(grid):
         pos = (c / g1) * d_rows - origin[1] + ox0                    # canvas x of px = ox0, per row
         base = torch.floor(pos)
-        weights = [wk.to(torch.float32)[:, None, None] for wk in _keys(pos - base)]
+        weights = [wk.to(torch.float32)[:, None, None] for wk in _bspline(pos - base)]
         start = base.to(torch.int64)
         acc = None
         for k in range(4):
             idx = (start[:, None] + (k - 1) + cols[None, :]).clamp_(0, w - 1)
             taps = texture.gather(1, idx[:, :, None].expand(-1, -1, channels))
             acc = taps * weights[k] if acc is None else acc.add_(taps * weights[k])
+        if channels == 4:
+            # Beyond its canvas a layer is transparent. Clamped taps would read spline coefficients,
+            # which are not zero near content, so positions outside the canvas are zeroed instead.
+            where = pos[:, None] + cols[None, :]
+            acc.mul_(((where >= 0) & (where <= w - 1)).to(torch.float32)[:, :, None])
         passes.append(acc)
-    stack = torch.stack(passes)                                      # [c, h, wo, C]
+    stack = _prefilter(torch.stack(passes), 1)                       # [c, h, wo, C]
     # Pass 2, per angular row r: vertical resampling, weights constant along each output row.
     py = torch.arange(oy0, oy1, dtype=torch.float64)
     acc = torch.empty(grid, oy1 - oy0, ox1 - ox0, channels, dtype=torch.float32)
@@ -168,7 +183,8 @@ def _render_layer_y(texture: torch.Tensor, origin: tuple[int, int], d0: float, s
     for r in range(grid):
         qrow = (py + r * d0 / g1) / (1.0 - r * slope / g1) - origin[0]
         base = torch.floor(qrow)
-        weights = [wk.to(torch.float32)[None, :, None, None] for wk in _keys(qrow - base)]
+        inside = ((qrow >= 0) & (qrow <= h - 1)) if channels == 4 else torch.ones_like(qrow, dtype=torch.bool)
+        weights = [(wk * inside).to(torch.float32)[None, :, None, None] for wk in _bspline(qrow - base)]
         start = base.to(torch.int64)
         torch.index_select(stack, 1, (start - 1).clamp_(0, h - 1), out=acc)
         acc.mul_(weights[0])
@@ -396,7 +412,7 @@ def _scene(seed: int, height: int, width: int, max_disparity: float, grid: int, 
         sigma = blur_sigma(dc)
         rgb = gaussian_filter(rgb, (sigma, sigma, 0), mode="nearest", truncate=3.0)
         alpha = gaussian_filter(alpha, sigma, mode="constant", truncate=3.0)
-        alpha[:2], alpha[-2:], alpha[:, :2], alpha[:, -2:] = 0, 0, 0, 0  # clamp-safe transparent border
+        alpha[:4], alpha[-4:], alpha[:, :4], alpha[:, -4:] = 0, 0, 0, 0  # transparent border (see render)
         layers.append(Layer(rgb, alpha, (oy0, ox0), dc - slope * centre, float(slope), axis, f"object{i}"))
     return layers, rng
 
