@@ -89,3 +89,25 @@ def _unwrap(model: nn.Module) -> nn.Module:
     while hasattr(model, "module") and isinstance(model.module, nn.Module):
         model = model.module
     return getattr(model, "_orig_mod", model)
+
+
+def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, half: bool = True,
+                      card: dict | None = None) -> Path:
+    """Copy a trained checkpoint to ``dst`` for shipping: weights in float16 (``half``), ``card`` merged
+    into its metadata, and the card also written as JSON beside it (``dst`` with ``.json``)."""
+    import json
+
+    from refsr_cli.image_io import atomic_write
+
+    payload = read_checkpoint(src)
+    state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in payload["state_dict"].items()}
+    meta = {**payload.get("meta", {}), **(card or {})}
+    out = {**payload, "state_dict": state, "meta": meta}
+    dst = Path(dst)
+    atomic_write(dst, lambda tmp: torch.save(out, tmp))
+    card_json = {"variant": payload["variant"], "scale": payload["scale"], "config": payload["config"],
+                 "weights_dtype": "float16" if half else "float32", **meta}
+    card_json.pop("train_config", None)
+    card_json["train_config"] = json.loads(meta["train_config"]) if "train_config" in meta else None
+    atomic_write(dst.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(card_json, indent=2) + "\n"))
+    return dst

@@ -73,7 +73,10 @@ PRESETS: dict[str, dict] = {
     },
     # Cross-MPI (CVPR 2021): L1 + 0.2·internal supervision (+ perceptual with a user VGG-19 file).
     # Three steps: internal supervision only (alpha maps), then the SR synthesis, then all together.
+    # Its plane sweep shifts Ref along the (1, 1) baseline of diagonal view pairs, so it draws diagonal
+    # views and no parallax shift (a random 2-D shift would leave the plane geometry).
     "crossmpi": {
+        "views": "diagonal", "parallax_shift": 0,
         "loss": {"l1": 1.0, "internal": 0.2, "perceptual": 0.0},
         "stages": [{"until": 0.2, "loss": {"l1": 0.0, "internal": 1.0, "perceptual": 0.0}},
                    {"until": 0.6, "loss": {"l1": 1.0, "internal": 0.0, "perceptual": 0.0}}],

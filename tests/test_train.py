@@ -93,3 +93,37 @@ def test_two_process_ddp_with_gloo(tiny_lf_store, tmp_path):
     _, payload = load_model(out / "model.pt")
     assert payload["meta"]["iterations"] == 2
     assert json.loads((out / "config.json").read_text())["variant"] == "mdsr"
+
+
+def test_chained_prepare_train_bench(tmp_path):
+    """The README's chained call: each stage uses what the previous one wrote."""
+    data, run, report = tmp_path / "data", tmp_path / "run", tmp_path / "report"
+    result = CliRunner().invoke(main, [
+        "--quiet", "prepare", "synthetic", "--out", str(data), "--count", "2", "--test-count", "1",
+        "--size", "64", "96", "--max-disparity", "4", "--jobs", "1",
+        "train", "--variant", "crossnet", "--model-size", "tiny", "--iters", "2", "--crop", "32", "32",
+        "--batch", "1", "--scale", "4", "--out", str(run), "--device", "cpu",
+        "bench", "--out", str(report), "--views", "1", "--jobs", "1"])
+    assert result.exit_code == 0, result.output
+    assert (data / "train.h5").exists() and (run / "model.pt").exists()
+    rows = json.loads((report / "report.json").read_text())["results"]
+    methods = {r["method"] for r in rows}
+    assert "crossnet" in methods and "bicubic" in methods
+    assert {r["scale"] for r in rows if r["method"] == "crossnet"} == {4}
+
+
+def test_trained_checkpoint_runs_in_infer(tiny_lf_store, tmp_path):
+    from refsr_cli.dataset import iter_test_pairs
+    from refsr_cli.image_io import read_image, write_image
+
+    run = tmp_path / "run"
+    assert CliRunner().invoke(main, _train_args(tiny_lf_store, run, "crossnet", 1)).exit_code == 0
+    pairs = tmp_path / "pairs"
+    name, lr, ref, hr = next(iter_test_pairs(tiny_lf_store / "test.h5", 4, 1))
+    write_image(pairs / "a_lr.png", lr)
+    write_image(pairs / "a_ref.png", ref)
+    result = CliRunner().invoke(main, ["--quiet", "infer", str(pairs), "--scale", "4", "--weights",
+                                       str(run / "model.pt"), "--out", str(tmp_path / "sr")])
+    assert result.exit_code == 0, result.output
+    sr, bits = read_image(tmp_path / "sr" / "a_sr.png")
+    assert sr.shape == hr.shape and bits == 8

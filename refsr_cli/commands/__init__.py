@@ -4,6 +4,8 @@ Commands parse options, read defaults from :func:`refsr_cli.cli.pipeline` (what 
 stages produced), call a plain library function, and record what they produced for later stages.
 """
 
+from pathlib import Path
+
 import click
 
 
@@ -13,8 +15,8 @@ class StageCommand(click.Command):
     In a chained group Click stops reading a stage's options at its first positional argument, so
     ``refsr infer ./pairs --scale 8`` would lose ``--scale``. A stage therefore takes its own tokens up to
     the next stage's name (or the first positional beyond its arguments) and parses them with options
-    allowed anywhere; the rest goes to the following stages. A path that is literally named like a stage
-    (``bench``) must be written ``./bench``.
+    allowed anywhere; the rest goes to the following stages. A token named like a stage (``bench``) is
+    taken for the next stage unless a file or folder of that name exists.
     """
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
@@ -39,7 +41,8 @@ class StageCommand(click.Command):
             if token.startswith("-") and token != "-":
                 i += 1 + (takes.get(token, 0) if "=" not in token else 0)
                 continue
-            if (not unbounded and seen >= most) or (token in stages and seen >= required):
+            next_stage = token in stages and seen >= required and not Path(token).exists()
+            if (not unbounded and seen >= most) or next_stage:
                 break
             seen += 1
             i += 1

@@ -7,46 +7,10 @@ from pathlib import Path
 import click
 
 from refsr_cli import console
+from refsr_cli.commands import StageCommand
 from refsr_cli.errors import RefsrError
 
 BASELINE_SCALES = tuple(range(2, 17))
-
-
-class _InferCommand(click.Command):
-    """Reads ``[SOURCE]`` and options in any order, then hands the rest to the next chained stage.
-
-    In a chained group Click stops reading options at the first positional argument, so
-    ``infer ./pairs --scale 8`` would lose ``--scale``. This command takes its own tokens up to the
-    first positional beyond SOURCE, or up to the name of another stage (``… infer --out sr bench``:
-    ``bench`` is the next stage, not SOURCE, unless a file of that name exists), and parses them with
-    options allowed anywhere.
-    """
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        takes: dict[str, int] = {}
-        for param in self.get_params(ctx):
-            if isinstance(param, click.Option):
-                n = 0 if (param.is_flag or param.count) else param.nargs
-                for name in param.opts + param.secondary_opts:
-                    takes[name] = n
-        stages = set(getattr(ctx.parent.command, "commands", {}) or {}) if ctx.parent else set()
-        i, seen = 0, 0
-        while i < len(args):
-            token = args[i]
-            if token == "--":
-                break
-            if token.startswith("-") and token != "-":
-                i += 1 + (takes.get(token, 0) if "=" not in token else 0)
-                continue
-            if seen == 1 or (token in stages and not Path(token).exists()):
-                break
-            seen += 1
-            i += 1
-        head, tail = args[:i], args[i:]
-        ctx.allow_interspersed_args = True
-        rest = super().parse_args(ctx, head)
-        ctx.args = list(rest) + list(tail)
-        return ctx.args
 
 
 def _fmt_metrics(metrics: dict | None) -> str:
@@ -60,7 +24,7 @@ def _fmt_metrics(metrics: dict | None) -> str:
     return "  " + "  ".join(parts)
 
 
-@click.command("infer", cls=_InferCommand)
+@click.command("infer", cls=StageCommand)
 @click.argument("source", required=False, type=click.Path(exists=True, path_type=Path))
 @click.option("-s", "--scale", type=int, required=True, help="Upscaling factor (4 or 8).")
 @click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), required=True,

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from refsr_cli import console
+from refsr_cli.commands import StageCommand
 
 
 def _fmt(value: float, digits: int) -> str:
@@ -32,43 +33,7 @@ def _table(rows: list[dict], mean: dict):
     return table
 
 
-class _MetricsCommand(click.Command):
-    """Reads ``[SR] [GT]`` and options in any order, then hands the rest to the next chained stage.
-
-    In a chained group Click stops reading options at the first positional argument, so
-    ``metrics sr gt --json`` would lose ``--json``. This takes its own tokens up to a third
-    positional or the name of another stage (unless a file of that name exists) and parses them
-    with options allowed anywhere (the same rule as ``infer``).
-    """
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        takes: dict[str, int] = {}
-        for param in self.get_params(ctx):
-            if isinstance(param, click.Option):
-                n = 0 if (param.is_flag or param.count) else param.nargs
-                for name in param.opts + param.secondary_opts:
-                    takes[name] = n
-        stages = set(getattr(ctx.parent.command, "commands", {}) or {}) if ctx.parent else set()
-        i, seen = 0, 0
-        while i < len(args):
-            token = args[i]
-            if token == "--":
-                break
-            if token.startswith("-") and token != "-":
-                i += 1 + (takes.get(token, 0) if "=" not in token else 0)
-                continue
-            if seen == 2 or (token in stages and not Path(token).exists()):
-                break
-            seen += 1
-            i += 1
-        head, tail = args[:i], args[i:]
-        ctx.allow_interspersed_args = True
-        rest = super().parse_args(ctx, head)
-        ctx.args = list(rest) + list(tail)
-        return ctx.args
-
-
-@click.command("metrics", cls=_MetricsCommand)
+@click.command("metrics", cls=StageCommand)
 @click.argument("sr", required=False, type=click.Path(path_type=Path))
 @click.argument("gt", required=False, type=click.Path(path_type=Path))
 @click.option("--y", "y_channel", is_flag=True, help="Y channel (BT.601 luma from RGB) instead of RGB.")

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Re-train one shipped checkpoint: weights/train.sh VARIANT SCALE
+#   e.g. weights/train.sh crossnet 8   →  weights/crossnet_x8.pt and weights/crossnet_x8.json
+# Data: 32 + 4 synthetic light fields (320×512, seed 1), rendered once into data/weights-syn.
+# Training: weights/recipes/VARIANT.toml (a CPU-sized configuration of the paper's architecture),
+# run folder runs/weights/VARIANT_xSCALE (rerunning resumes). Export: float16 weights + model card.
+set -euo pipefail
+variant=${1:?usage: weights/train.sh VARIANT SCALE}
+scale=${2:?usage: weights/train.sh VARIANT SCALE}
+cd "$(dirname "$0")/.."
+refsr=${REFSR:-.venv/bin/refsr}
+python=${PYTHON:-.venv/bin/python}
+data=data/weights-syn
+run=runs/weights/${variant}_x${scale}
+[ -f $data/train.h5 ] || $refsr prepare synthetic --out $data --count 32 --test-count 4 --seed 1
+start=$(date +%s)
+$refsr train --variant "$variant" --scale "$scale" --data $data/train.h5 --val $data/test.h5 \
+  --config weights/recipes/$variant.toml --out "$run" --device cpu
+wall=$(( $(date +%s) - start ))
+$python - "$variant" "$scale" "$run" "$wall" <<'PY'
+import json, os, platform, sys
+import torch
+from refsr_cli.checkpoint import export_checkpoint
+variant, scale, run, wall = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+src = os.path.join(run, "best.pt") if os.path.exists(os.path.join(run, "best.pt")) else os.path.join(run, "model.pt")
+card = {"command": f"weights/train.sh {variant} {scale}",
+        "data": "refsr prepare synthetic --out data/weights-syn --count 32 --test-count 4 --seed 1",
+        "hardware": f"CPU ({platform.processor() or platform.machine()}), {torch.get_num_threads()} torch threads",
+        "wall_seconds_last_call": wall, "source_checkpoint": os.path.basename(src)}
+print(export_checkpoint(src, f"weights/{variant}_x{scale}.pt", half=True, card=card))
+PY
