@@ -19,14 +19,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from refsr_cli.augment import sample_pair, window_of
+from refsr_cli.image_io import array_to_tensor
 from refsr_cli.resize import downscale
 from refsr_cli.store import LightFieldStore, open_store
-from refsr_cli.warp import shift
-
-
-def _to_tensor(view: np.ndarray) -> torch.Tensor:
-    """``uint8 H×W×3`` → ``float32 3×H×W`` in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(view.transpose(2, 0, 1))).float().div_(255.0)
 
 
 def _parse_view(value, grid: tuple[int, int], what: str):
@@ -143,40 +139,12 @@ class LightFieldDataset(Dataset):
         per-light-field data such as landmark matches into the sample's frame.
         """
         lr_view, ref_view = self._pick_views(rng)
-        s = self.scale
-        height, width = self.store.height, self.store.width
-        ch, cw = self.crop if self.crop else (height - height % s, width - width % s)
-        p = self.parallax_shift
-        dx, dy = (int(v) for v in rng.integers(-p, p + 1, size=2)) if p > 0 else (0, 0)
-
         hr_full = self.store.view(index, *lr_view)
         ref_full = self.store.view(index, *ref_view)
-        if self.crop is None:
-            x0 = y0 = 0
-            hr = _to_tensor(hr_full[:ch, :cw])
-            ref = _to_tensor(ref_full[:ch, :cw])
-            if dx or dy:
-                ref = shift(ref[None], float(dx), float(dy))[0]  # integer shift, borders clamped
-        else:
-            # Choose the window so that the shifted Ref window also lies inside the view: integer
-            # offsets are exact copies, no interpolation or invented border pixels. Where the view is too
-            # small for the full shift, the shift is clipped.
-            dx = int(np.clip(dx, -(width - cw), width - cw))
-            dy = int(np.clip(dy, -(height - ch), height - ch))
-            x0 = int(rng.integers(max(0, -dx), width - cw - max(0, dx) + 1))
-            y0 = int(rng.integers(max(0, -dy), height - ch - max(0, dy) + 1))
-            hr = _to_tensor(hr_full[y0:y0 + ch, x0:x0 + cw])
-            ref = _to_tensor(ref_full[y0 + dy:y0 + dy + ch, x0 + dx:x0 + dx + cw])
-        flip_x = flip_y = False
-        if self.flips:
-            flip_x, flip_y = (bool(v) for v in rng.integers(0, 2, size=2))
-            dims = [d for d, f in ((-1, flip_x), (-2, flip_y)) if f]
-            if dims:
-                hr, ref = hr.flip(dims), ref.flip(dims)
-        lr = downscale(hr, s).clamp_(0, 1)
-        geometry = {"lr_view": lr_view, "ref_view": ref_view, "x0": x0, "y0": y0, "dx": dx, "dy": dy,
-                    "flip_x": flip_x, "flip_y": flip_y}
-        return lr.contiguous(), ref.contiguous(), hr.contiguous(), geometry
+        lr, ref, hr, geometry = sample_pair(rng, window_of(hr_full), window_of(ref_full), self.store.height,
+                                            self.store.width, self.scale, self.crop, self.parallax_shift, self.flips)
+        geometry.update(lr_view=lr_view, ref_view=ref_view)
+        return lr, ref, hr, geometry
 
 
 def iter_test_pairs(path, scale: int, view_k: int | tuple[int, int], ref_view=(0, 0),
@@ -195,8 +163,8 @@ def iter_test_pairs(path, scale: int, view_k: int | tuple[int, int], ref_view=(0
     h, w = min(h, store.height), min(w, store.width)
     h, w = h - h % scale, w - w % scale
     for i, name in enumerate(store.names):
-        hr = _to_tensor(store.view(i, row, col)[:h, :w])
-        ref = _to_tensor(store.view(i, ref_row, ref_col)[:h, :w])
+        hr = array_to_tensor(store.view(i, row, col)[:h, :w])
+        ref = array_to_tensor(store.view(i, ref_row, ref_col)[:h, :w])
         yield name, downscale(hr, scale).clamp_(0, 1), ref, hr
 
 

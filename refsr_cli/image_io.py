@@ -13,11 +13,16 @@ import os
 import tempfile
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import imageio.v3 as iio
 import numpy as np
 
 from refsr_cli import console
 from refsr_cli.errors import RefsrError
+
+if TYPE_CHECKING:
+    import torch
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 

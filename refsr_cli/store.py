@@ -73,15 +73,16 @@ def part_shape(path: str | os.PathLike) -> tuple[int, ...]:
         return tuple(h5["views"].shape)
 
 
-def _attr_value(value):
-    """HDF5-friendly attribute values: dicts/lists of strings as JSON, None as an empty string."""
+def encode_attr(value):
+    """HDF5-friendly attribute values: dicts and lists that are not all numbers as JSON text, lists of
+    numbers as arrays, None as an empty string. :func:`decode_attr` reverses it."""
     if value is None:
         return ""
-    if isinstance(value, dict) or (isinstance(value, (list, tuple)) and value
-                                   and any(isinstance(v, str) for v in value)):
+    if isinstance(value, dict) or (isinstance(value, (list, tuple))
+                                   and not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
         return json.dumps(value, sort_keys=True)
     if isinstance(value, (list, tuple)):
-        return np.asarray(value, dtype=np.int64) if value else np.zeros(0, np.int64)
+        return np.asarray(value) if value else np.zeros(0, np.int64)
     return value
 
 
@@ -117,7 +118,7 @@ def assemble_store(out: str | os.PathLike, parts: Sequence[tuple[str, Path]], at
             base = {"format": FORMAT, "format_version": FORMAT_VERSION, "angular_grid": [rows, cols],
                     "height": height, "width": width}
             for key, value in {**base, **attrs}.items():
-                h5.attrs[key] = _attr_value(value)
+                h5.attrs[key] = encode_attr(value)
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -127,7 +128,7 @@ def assemble_store(out: str | os.PathLike, parts: Sequence[tuple[str, Path]], at
 
 # --------------------------------------------------------------------------------------------- reading
 
-def _decode_attr(value):
+def decode_attr(value):
     if isinstance(value, bytes):
         value = value.decode("utf-8")
     if isinstance(value, str) and value[:1] in "[{":
@@ -185,7 +186,7 @@ class LightFieldStore:
                 raise RefsrError(f"{self.path}: neither /views (refsr store) nor /img_HR (authors' layout) found")
             if len(names) != n:
                 raise RefsrError(f"{self.path}: /names has {len(names)} entries for {n} light fields")
-            self.attrs = {k: _decode_attr(v) for k, v in h5.attrs.items()}
+            self.attrs = {k: decode_attr(v) for k, v in h5.attrs.items()}
             if self.layout == "refsr" and self.attrs.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
                 raise RefsrError(f"{self.path}: store format version {self.attrs['format_version']} is newer "
                                  f"than this refsr understands ({FORMAT_VERSION})")

@@ -152,7 +152,6 @@ def _render_layer_y(texture: torch.Tensor, origin: tuple[int, int], d0: float, s
     h, w, channels = texture.shape
     oy0, oy1 = out_rows
     ox0, ox1 = out_cols
-    px = torch.arange(ox0, ox1, dtype=torch.float64)
     qy = torch.arange(h, dtype=torch.float64) + origin[0]           # frame row of each canvas row
     d_rows = d0 + slope * qy
     # Pass 1, per angular column c: horizontal shift constant along each canvas row.

@@ -25,7 +25,6 @@ pure function of ``(seed, i)``. :func:`iter_video_test_pairs` yields determinist
 """
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -35,9 +34,11 @@ import h5py
 import numpy as np
 import torch
 
+from refsr_cli.augment import sample_pair
 from refsr_cli.errors import RefsrError
+from refsr_cli.image_io import array_to_tensor
 from refsr_cli.resize import downscale
-from refsr_cli.warp import shift
+from refsr_cli.store import decode_attr, encode_attr
 
 FORMAT = "refsr-video-store"
 KIND = "video"
@@ -45,30 +46,6 @@ FORMAT_VERSION = 1
 GZIP_LEVEL = 4
 VIRTUAL_LENGTH = 2**31 - 1
 _STR = h5py.string_dtype("utf-8")
-
-
-def _attr_value(value):
-    """HDF5-friendly attribute values: containers as JSON text, None as an empty string."""
-    if value is None:
-        return ""
-    if isinstance(value, (dict, list, tuple)):
-        return json.dumps(value, sort_keys=True)
-    return value
-
-
-def _decode_attr(value):
-    if isinstance(value, bytes):
-        value = value.decode("utf-8")
-    if isinstance(value, str) and value[:1] in "[{":
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 # --------------------------------------------------------------------------------------------- writing
@@ -122,7 +99,7 @@ class VideoStoreWriter:
         h5.create_dataset("pair_stats", data=stats, track_times=False)
         base = {"format": FORMAT, "kind": KIND, "format_version": FORMAT_VERSION}
         for key, value in {**base, **attrs}.items():
-            h5.attrs[key] = _attr_value(value)
+            h5.attrs[key] = encode_attr(value)
         self._finished = True
 
     def __enter__(self) -> "VideoStoreWriter":
@@ -183,7 +160,7 @@ class VideoStore:
         except OSError as exc:
             raise RefsrError(f"{self.path}: not a readable HDF5 file ({exc})".splitlines()[0]) from None
         with h5:
-            self.attrs = {k: _decode_attr(v) for k, v in h5.attrs.items()}
+            self.attrs = {k: decode_attr(v) for k, v in h5.attrs.items()}
             if self.attrs.get("kind") != KIND or "pairs" not in h5 or "clips" not in h5:
                 raise RefsrError(f"{self.path}: not a video store (no kind=video attribute or /pairs, /clips)")
             version = int(self.attrs.get("format_version", FORMAT_VERSION))
@@ -255,11 +232,6 @@ class VideoStore:
 
 def open_video_store(path: str | os.PathLike | VideoStore) -> VideoStore:
     return path if isinstance(path, VideoStore) else VideoStore(path)
-
-
-def _to_tensor(array: np.ndarray) -> torch.Tensor:
-    """``H×W×3`` uint8 → ``3×H×W`` float32 in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))).float().div_(255.0)
 
 
 def _crop_size(crop) -> tuple[int, int]:
@@ -355,34 +327,11 @@ class VideoPairDataset(torch.utils.data.Dataset):
         """Pair ``index`` with the window, offsets and flips drawn from ``rng``: ``(lr, ref, hr, geometry)``."""
         clip, t, k = (int(v) for v in self.pairs[index])
         _, height, width = self.store.clip_shapes[clip]
-        s = self.scale
-        p = self.parallax_shift
-        dx, dy = (int(v) for v in rng.integers(-p, p + 1, size=2)) if p > 0 else (0, 0)
-        if self.crop is None:
-            ch, cw = height - height % s, width - width % s
-            x0 = y0 = 0
-            hr = _to_tensor(self.store.frame(clip, t + k, (0, 0, ch, cw)))
-            ref = _to_tensor(self.store.frame(clip, t, (0, 0, ch, cw)))
-            if dx or dy:
-                ref = shift(ref[None], float(dx), float(dy))[0]  # integer shift, borders clamped
-        else:
-            ch, cw = self.crop
-            dx = int(np.clip(dx, -(width - cw), width - cw))
-            dy = int(np.clip(dy, -(height - ch), height - ch))
-            x0 = int(rng.integers(max(0, -dx), width - cw - max(0, dx) + 1))
-            y0 = int(rng.integers(max(0, -dy), height - ch - max(0, dy) + 1))
-            hr = _to_tensor(self.store.frame(clip, t + k, (y0, x0, ch, cw)))
-            ref = _to_tensor(self.store.frame(clip, t, (y0 + dy, x0 + dx, ch, cw)))
-        flip_x = flip_y = False
-        if self.flips:
-            flip_x, flip_y = (bool(v) for v in rng.integers(0, 2, size=2))
-            dims = [d for d, f in ((-1, flip_x), (-2, flip_y)) if f]
-            if dims:
-                hr, ref = hr.flip(dims), ref.flip(dims)
-        lr = downscale(hr, s).clamp_(0, 1)
-        geometry = {"lr_view": (clip, t + k), "ref_view": (clip, t), "x0": x0, "y0": y0, "dx": dx, "dy": dy,
-                    "flip_x": flip_x, "flip_y": flip_y, "gap": k}
-        return lr.contiguous(), ref.contiguous(), hr.contiguous(), geometry
+        lr, ref, hr, geometry = sample_pair(rng, lambda w: self.store.frame(clip, t + k, w),
+                                            lambda w: self.store.frame(clip, t, w), height, width, self.scale,
+                                            self.crop, self.parallax_shift, self.flips)
+        geometry.update(lr_view=(clip, t + k), ref_view=(clip, t), gap=k)
+        return lr, ref, hr, geometry
 
 
 def eval_window(height: int, width: int, scale: int, crop=None) -> tuple[int, int]:
@@ -412,7 +361,7 @@ def iter_video_test_pairs(path, scale: int, gap: int | None = None, crop=None,
         ch, cw = eval_window(height, width, scale, crop)
         if ch == 0 or cw == 0:
             raise ValueError(f"clip {store.clip_names[int(clip)]} of {store.path} is smaller than the scale {scale}")
-        hr = _to_tensor(store.frame(int(clip), int(t + k), (0, 0, ch, cw)))
-        ref = _to_tensor(store.frame(int(clip), int(t), (0, 0, ch, cw)))
+        hr = array_to_tensor(store.frame(int(clip), int(t + k), (0, 0, ch, cw)))
+        ref = array_to_tensor(store.frame(int(clip), int(t), (0, 0, ch, cw)))
         count += 1
         yield name, downscale(hr, scale).clamp_(0, 1), ref, hr

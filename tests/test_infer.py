@@ -13,7 +13,6 @@ from click.testing import CliRunner
 from refsr_cli import checkpoint
 from refsr_cli.archs import build_model, spec, variants
 from refsr_cli.cli import main
-from refsr_cli.image_io import read_image
 from refsr_cli.image_io import encode_png, read_image
 from refsr_cli.infer import infer_pairs
 from refsr_cli.methods import baselines, load_method

@@ -11,7 +11,6 @@ import time
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from click.testing import CliRunner
 from skimage import data
 
