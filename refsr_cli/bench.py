@@ -214,6 +214,11 @@ class Source:
         """``(mean parallax in HR px, how it was obtained)``."""
         return estimate_parallax(hr, ref, None), "estimated (2-D block matching)"
 
+    def plane_sweep(self, view) -> dict:
+        """Geometry of the view pair for plane-sweep networks (Cross-MPI): ``baseline`` ``(bx, by)`` and
+        optionally ``disparity_range`` ``(lo, hi)`` in HR px along it; empty when unknown."""
+        return {}
+
     def describe(self) -> dict:
         return {"label": self.label, "kind": self.kind, "path": self.path, "views": [self.view_label(v)
                                                                                   for v in self.views()]}
@@ -277,6 +282,12 @@ class StoreSource(Source):
         except (ValueError, IndexError) as exc:
             raise RefsrError(f"{self.path}: {exc}") from None
 
+    def plane_sweep(self, view) -> dict:
+        if self.kind != "lightfield":
+            return {}
+        k = int(view) / (self.grid[0] - 1)   # LR view (k,k), Ref (0,0): planes in (0,0)→(7,7) disparities
+        return {"baseline": (k, k)}
+
     def parallax(self, name, view, hr, ref):
         if self.kind == "lightfield" and name in self.disparity:
             per_axis = self.disparity[name] * int(view) / (self.grid[0] - 1)
@@ -308,6 +319,12 @@ class StereoSource(Source):
         from refsr_cli.builtin_data import stereo_parallax
 
         return stereo_parallax(), "ground-truth disparity"
+
+    def plane_sweep(self, view) -> dict:
+        from refsr_cli.builtin_data import stereo_disparity_range
+
+        # LR = right view, Ref = left view: the backward flow is (+d, 0) (x_right = x_left − d).
+        return {"baseline": (1.0, 0.0), "disparity_range": stereo_disparity_range()}
 
 
 class PairsSource(Source):
@@ -542,6 +559,20 @@ def compute_unit(plan: MethodPlan, scale: int, device: str, lr: torch.Tensor, re
     return record
 
 
+def plane_sweep_options(method, geometry: dict) -> dict:
+    """Forward options of a Cross-MPI method for a view pair's geometry (nothing for other methods)."""
+    model = getattr(method, "model", None)
+    if getattr(model, "variant", None) != "crossmpi" or not geometry:
+        return {}
+    options = {"baseline": geometry["baseline"]}
+    if "disparity_range" in geometry:
+        from refsr_cli.archs.crossmpi import plane_disparities
+
+        lo, hi = geometry["disparity_range"]
+        options["disparities"] = plane_disparities(lo, hi, model.config["num_planes"])
+    return options
+
+
 def _timed(method, lr: torch.Tensor, ref: torch.Tensor):
     start = time.perf_counter()
     result = method(lr[None], ref[None])
@@ -728,7 +759,9 @@ def _run_group(plans, scale, source, view, items, cache, dev, jobs, loaded, coun
             method = loaded.get(plan.label)
             if method is None:
                 method = loaded[plan.label] = _load_method(plan, scale_, dev)
+                method.forward_options = plane_sweep_options(method, source.plane_sweep(view))
                 warm_up(method, lr, ref)
+            method.forward_options = plane_sweep_options(method, source.plane_sweep(view))
             records.append(compute_unit(plan, scale_, str(dev), lr, ref, hr, meta, cache_file, region,
                                         method=method))
             bar.advance()

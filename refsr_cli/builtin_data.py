@@ -178,6 +178,16 @@ def stereo_pair(scale: int) -> tuple[str, torch.Tensor, torch.Tensor, torch.Tens
     return STEREO_NAME, downscale(hr, scale).clamp_(0, 1), ref, hr
 
 
+def stereo_disparity_range() -> tuple[float, float]:
+    """``(0, 99th percentile)`` of the motorcycle's valid disparities over the crop (HR px): the span a
+    plane sweep over the pair has to cover."""
+    import skimage.data
+
+    _, _, disparity = skimage.data.stereo_motorcycle()
+    d = np.asarray(disparity[: STEREO_CROP[0], : STEREO_CROP[1]], dtype=np.float64)
+    return 0.0, float(np.percentile(d[np.isfinite(d) & (d > 0)], 99))
+
+
 def stereo_parallax() -> float:
     """Mean of the motorcycle's ground-truth disparity (HR px) over the crop, invalid entries excluded."""
     import skimage.data

@@ -105,6 +105,9 @@ class Method:
         self.weights = weights
         self.checkpoint = checkpoint or {}
         self.model = model
+        # Extra keyword arguments of the network's forward, e.g. Cross-MPI's plane-sweep geometry
+        # ``{"baseline": (1, 0), "disparities": …}`` for a rectified stereo pair.
+        self.forward_options: dict = {}
 
     # -- construction ------------------------------------------------------------------------------
     @classmethod
@@ -153,7 +156,7 @@ class Method:
         autocast = (torch.autocast(self.device.type, dtype=self.autocast_dtype)
                     if self.autocast_dtype is not None else nullcontext())
         with torch.inference_mode(), autocast:
-            out = self._fn(lr_in, ref_in, s)
+            out = self._fn(lr_in, ref_in, s, **self.forward_options)
         sr, aux = out if isinstance(out, tuple) else (out, {})
         size = (s * h, s * w)
         padded = (s * (h + pad_h), s * (w + pad_w))

@@ -335,8 +335,10 @@ def train(config: dict, out: str | os.PathLike, device: str | None = None, val: 
                      for k, v in batch.items()}
             t1 = time.perf_counter()
             weights = loss_weights(config, iteration)
+            # Cross-MPI sweeps its planes along the view pair's baseline, which the sample knows.
+            geometry = {"baseline": batch["baseline"]} if config["variant"] == "crossmpi" and "baseline" in batch else {}
             with autocast:
-                sr, aux = net(batch["lr"], batch["ref"], config["scale"])
+                sr, aux = net(batch["lr"], batch["ref"], config["scale"], **geometry)
             total, terms = compute_loss(config["variant"], weights, sr.float(),
                                         {k: v for k, v in aux.items()}, batch, perceptual)
             optimizer.zero_grad(set_to_none=True)

@@ -78,6 +78,9 @@ class TrainingSamples(Dataset):
         index = int(rng.integers(source.num_items()))
         lr, ref, hr, geometry = source.sample(index, rng)
         sample = {"lr": lr, "ref": ref, "hr": hr}
+        baseline = _baseline(source, geometry)
+        if baseline is not None:
+            sample["baseline"] = baseline
         if self.landmarks is not None:
             sample["landmarks"] = self._landmarks(s, source, index, geometry, hr.shape[-2:])
         return sample
@@ -99,9 +102,31 @@ class TrainingSamples(Dataset):
         return p, q
 
 
+def _baseline(source, geometry) -> torch.Tensor | None:
+    """The light-field baseline ``(bx, by)`` of the sample's view pair, for plane sweeps (Cross-MPI).
+
+    With the geometry convention of docs/architecture.md the backward flow from the LR view ``(r, c)`` to
+    Ref ``(r0, c0)`` is ``d·((c − c0), (r − r0)) / (grid − 1)`` for a point of disparity ``d`` between views
+    (0,0) and (7,7); a flip of the sample mirrors the direction. ``None`` for video frames (no baseline).
+    """
+    grid = getattr(getattr(source, "store", None), "grid", None)
+    if grid is None or "lr_view" not in geometry or min(grid) < 2:
+        return None
+    (r, c), (r0, c0) = geometry["lr_view"], geometry["ref_view"]
+    bx, by = (c - c0) / (grid[1] - 1), (r - r0) / (grid[0] - 1)
+    if geometry.get("flip_x"):
+        bx = -bx
+    if geometry.get("flip_y"):
+        by = -by
+    return torch.tensor([bx, by], dtype=torch.float32)
+
+
 def collate(samples: list[dict]) -> dict:
-    """Stack the image tensors; keep per-sample landmark arrays as lists (their lengths differ)."""
+    """Stack the image tensors (and baselines, when every sample has one); keep per-sample landmark
+    arrays as lists (their lengths differ)."""
     batch = {key: torch.stack([s[key] for s in samples]) for key in ("lr", "ref", "hr")}
+    if all("baseline" in s for s in samples):
+        batch["baseline"] = torch.stack([s["baseline"] for s in samples])
     if "landmarks" in samples[0]:
         batch["landmarks"] = ([s["landmarks"][0] for s in samples], [s["landmarks"][1] for s in samples])
     return batch

@@ -278,3 +278,29 @@ def test_missing_weights_name_the_training_command(tmp_path, monkeypatch, tiny_w
     result = _run("infer", tmp_path / "pairs", "--scale", SCALE, "--out", tmp_path / "o", "--method", "crossnet",
                   "--weights", tiny_weights[other])
     assert result.exit_code == 1 and f"holds a {other} network" in result.stderr
+
+
+def test_crossmpi_plane_sweep_geometry_options(tmp_path):
+    """--baseline / --disparity-range reach Cross-MPI's plane sweep (its depth map spans the range)."""
+    import numpy as np
+
+    from refsr_cli.archs import build_model, spec
+    from refsr_cli.checkpoint import save_checkpoint
+    from refsr_cli.image_io import write_image
+
+    torch.manual_seed(0)
+    model = build_model("crossmpi", **spec("crossmpi").tiny)
+    ckpt = save_checkpoint(tmp_path / "mpi.pt", model, 4)
+    pairs = tmp_path / "pairs"
+    write_image(pairs / "a_lr.png", torch.rand(3, 16, 16))
+    write_image(pairs / "a_ref.png", torch.rand(3, 64, 64))
+    out = tmp_path / "sr"
+    result = CliRunner().invoke(main, ["--quiet", "infer", str(pairs), "--scale", "4", "--weights", str(ckpt),
+                                       "--out", str(out), "--baseline", "1", "0", "--disparity-range", "30", "40",
+                                       "--save-depth", "--tile", "0"])
+    assert result.exit_code == 0, result.output
+    depth = np.load(out / "a_depth.npy")
+    assert depth.min() >= 30 - 1e-4 and depth.max() <= 40 + 1e-4
+    bad = CliRunner().invoke(main, ["--quiet", "infer", str(pairs), "--scale", "4", "--method", "bicubic",
+                                    "--out", str(tmp_path / "b"), "--baseline", "1", "0"])
+    assert bad.exit_code == 2

@@ -126,3 +126,19 @@ def test_trained_checkpoint_runs_in_infer(tiny_lf_store, tmp_path):
     assert result.exit_code == 0, result.output
     sr, bits = read_image(tmp_path / "sr" / "a_sr.png")
     assert sr.shape == hr.shape and bits == 8
+
+
+def test_training_samples_carry_the_view_pair_baseline(tiny_lf_store):
+    """Cross-MPI's plane sweep gets each sample's baseline: (k/7, k/7) for view (k,k), mirrored by flips."""
+    from refsr_cli.training_data import collate, open_training_data
+
+    data = open_training_data([str(tiny_lf_store)], scale=4, crop=(32, 32), views="diagonal", ref_view=(0, 0),
+                              parallax_shift=0, flips=True, seed=3)
+    signs = set()
+    for g in range(24):
+        bx, by = data[g]["baseline"].tolist()
+        k = round(abs(bx) * 7)
+        assert 1 <= k <= 7 and abs(abs(bx) - k / 7) < 1e-6 and abs(abs(by) - k / 7) < 1e-6
+        signs.add((bx > 0, by > 0))
+    assert len(signs) == 4   # flips in x and y both change the direction
+    assert collate([data[0], data[1]])["baseline"].shape == (2, 2)

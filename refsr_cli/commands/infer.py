@@ -57,10 +57,16 @@ def _fmt_metrics(metrics: dict | None) -> str:
 @click.option("--keep-going", is_flag=True, help="Report a failed pair and continue; exit 1 at the end.")
 @click.option("--shard", default=None, metavar="K/N",
               help="Process pairs K, K+N, K+2N … of the sorted list (K from 0), e.g. for array jobs.")
+@click.option("--baseline", nargs=2, type=float, default=None, metavar="BX BY",
+              help="Cross-MPI: direction of the reference's parallax, (1 1) for light-field views "
+                   "(k,k)→(0,0) (default), (1 0) for a rectified pair with the reference on the left.")
+@click.option("--disparity-range", nargs=2, type=float, default=None, metavar="LO HI",
+              help="Cross-MPI: disparity span (output px along --baseline) of its planes [default: 0 20].")
 @click.option("--y-channel", is_flag=True, help="Metrics on the Y channel (BT.601) instead of RGB.")
 @click.option("--crop", "metrics_crop", type=click.IntRange(min=0), default=0, help="Metrics border crop (px).")
 def command(source, scale, out, method, weights, prealign, detector, tile, overlap, batch, device, half, bf16,
-            overwrite, save_flow, save_warped, save_depth, as_json, keep_going, shard, y_channel, metrics_crop):
+            overwrite, save_flow, save_warped, save_depth, as_json, keep_going, shard, baseline, disparity_range,
+            y_channel, metrics_crop):
     """Super-resolve LR/Ref pairs: SOURCE is a folder or a CSV file.
 
     \b
@@ -73,6 +79,7 @@ def command(source, scale, out, method, weights, prealign, detector, tile, overl
       refsr infer pairs.csv --scale 4 --out ./sr --method crossmpi --save-depth
       refsr infer ./rig --scale 4 --out ./sr --prealign --json --keep-going
       refsr infer ./pairs --scale 4 --out ./sr --method bicubic --shard 0/4
+      refsr infer ./stereo --scale 4 --out ./sr --method crossmpi --baseline 1 0 --disparity-range 0 64
       refsr train --variant crossnet --scale 4 --iters 200 infer ./pairs --scale 4 --out ./sr
     """
     from refsr_cli.cli import pipeline
@@ -141,6 +148,15 @@ def command(source, scale, out, method, weights, prealign, detector, tile, overl
         console.notice(f"shard {shard_kn[0]}/{shard_kn[1]}: {len(pairs)} pair(s)")
     the_method = load_method(method, scale, weights=weights, device=run_device,
                              half="bf16" if bf16 else ("fp16" if half else False))
+    if baseline or disparity_range:
+        from refsr_cli.bench import plane_sweep_options
+
+        if getattr(the_method.model, "variant", None) != "crossmpi":
+            raise click.UsageError("--baseline/--disparity-range apply to the crossmpi method only")
+        geometry = {"baseline": tuple(baseline) if baseline else tuple(the_method.model.config["baseline"])}
+        if disparity_range:
+            geometry["disparity_range"] = tuple(disparity_range)
+        the_method.forward_options = plane_sweep_options(the_method, geometry)
     console.notice(f"{len(pairs)} pair(s), {the_method.name} ×{scale} on {the_method.device}"
                    + (f" ({the_method.weights})" if the_method.weights else ""))
 
