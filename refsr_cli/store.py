@@ -143,7 +143,47 @@ def decode_attr(value):
     return value
 
 
-class LightFieldStore:
+class LazyH5:
+    """A read-only HDF5 handle opened on first use *in the current process*.
+
+    An h5py handle must not cross a fork or be pickled, so store objects handed to DataLoader workers
+    (forked or spawned) open their own. Subclasses set ``self.path`` and call :meth:`_file`.
+    """
+
+    path: Path
+    _h5: h5py.File | None = None
+    _pid: int | None = None
+
+    def _file(self) -> h5py.File:
+        if self._h5 is None or self._pid != os.getpid():
+            self._h5 = h5py.File(self.path, "r")
+            self._pid = os.getpid()
+        return self._h5
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_h5"], state["_pid"] = None, None
+        return state
+
+    def close(self) -> None:
+        if self._h5 is not None and self._pid == os.getpid():
+            self._h5.close()
+        self._h5, self._pid = None, None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown
+            pass
+
+
+class LightFieldStore(LazyH5):
     """Read access to a light-field store, ours or the authors' layout.
 
     Metadata (``names``, ``attrs``, sizes) is read when the object is created, with a short-lived file
@@ -193,20 +233,9 @@ class LightFieldStore:
         self.names: list[str] = names
         self.grid = (int(rows), int(cols))
         self.height, self.width = int(height), int(width)
-        self._h5: h5py.File | None = None
-        self._pid: int | None = None
 
-    # Lazy, per-process handle: an h5py handle must not cross a fork or be pickled.
     def _dataset(self) -> h5py.Dataset:
-        if self._h5 is None or self._pid != os.getpid():
-            self._h5 = h5py.File(self.path, "r")
-            self._pid = os.getpid()
-        return self._h5[self._key]
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_h5"], state["_pid"] = None, None
-        return state
+        return self._file()[self._key]
 
     def __len__(self) -> int:
         return len(self.names)
@@ -236,23 +265,6 @@ class LightFieldStore:
         if self.layout == "authors":
             data = np.ascontiguousarray(data.transpose(0, 1, 3, 4, 2))
         return data
-
-    def close(self) -> None:
-        if self._h5 is not None and self._pid == os.getpid():
-            self._h5.close()
-        self._h5, self._pid = None, None
-
-    def __enter__(self) -> "LightFieldStore":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:  # interpreter shutdown
-            pass
 
 
 def open_store(path: str | os.PathLike | LightFieldStore) -> LightFieldStore:

@@ -38,7 +38,7 @@ from refsr_cli.augment import sample_pair
 from refsr_cli.errors import RefsrError
 from refsr_cli.image_io import array_to_tensor
 from refsr_cli.resize import downscale
-from refsr_cli.store import decode_attr, encode_attr
+from refsr_cli.store import LazyH5, decode_attr, encode_attr
 
 FORMAT = "refsr-video-store"
 KIND = "video"
@@ -142,7 +142,7 @@ def is_video_store(path: str | os.PathLike) -> bool:
 
 # --------------------------------------------------------------------------------------------- reading
 
-class VideoStore:
+class VideoStore(LazyH5):
     """Read access to a video store.
 
     Attributes: ``path``, ``attrs`` (dict), ``clip_names``, ``clip_sources``, ``clip_first_frame``,
@@ -181,20 +181,9 @@ class VideoStore:
         # No angular grid in a video; (1, 1) keeps code that reads ``store.grid`` generically working.
         self.grid = (1, 1)
         self.names = [f"{names[c]}/t{t:05d}+{k}" for c, t, k in self.pairs]
-        self._h5: h5py.File | None = None
-        self._pid: int | None = None
 
-    # Lazy, per-process handle: an h5py handle must not cross a fork or be pickled.
     def _clip(self, clip: int) -> h5py.Dataset:
-        if self._h5 is None or self._pid != os.getpid():
-            self._h5 = h5py.File(self.path, "r")
-            self._pid = os.getpid()
-        return self._h5["clips"][f"{clip:05d}"]
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_h5"], state["_pid"] = None, None
-        return state
+        return self._file()["clips"][f"{clip:05d}"]
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -211,23 +200,6 @@ class VideoStore:
             return ds[t]
         y, x, h, w = window
         return ds[t, y:y + h, x:x + w]
-
-    def close(self) -> None:
-        if self._h5 is not None and self._pid == os.getpid():
-            self._h5.close()
-        self._h5, self._pid = None, None
-
-    def __enter__(self) -> "VideoStore":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:  # interpreter shutdown
-            pass
 
 
 def open_video_store(path: str | os.PathLike | VideoStore) -> VideoStore:

@@ -104,6 +104,15 @@ class _CrossNetBase(RefSRModel):
     sisr_net: nn.Module | None
     global_residual: bool
 
+    def __init__(self, width: float = 1.0, features: int = 64, sisr: str = "bicubic",
+                 sisr_config: dict | None = None, global_residual: bool = True):
+        super().__init__()
+        self.config = {"width": float(width), "features": int(features), "sisr": sisr,
+                       "sisr_config": dict(sisr_config) if sisr_config else None,
+                       "global_residual": bool(global_residual)}
+        self.global_residual = bool(global_residual)
+        self.sisr_net = build_sisr(sisr, sisr_config)
+
     def _prepare(self, lr: torch.Tensor, ref: torch.Tensor, scale: int):
         """Returns padded ``(lr_up, lrs, ref)`` (``N×3×H'×W'``, multiples of 64) and the crop size."""
         check_pair(lr, ref, scale)
@@ -153,16 +162,11 @@ class CrossNet(_CrossNetBase):
 
     def __init__(self, width: float = 1.0, features: int = 64, sisr: str = "bicubic",
                  sisr_config: dict | None = None, global_residual: bool = True):
-        super().__init__()
-        self.config = {"width": float(width), "features": int(features), "sisr": sisr,
-                       "sisr_config": dict(sisr_config) if sisr_config else None,
-                       "global_residual": bool(global_residual)}
-        self.global_residual = bool(global_residual)
+        super().__init__(width, features, sisr, sisr_config, global_residual)
         self.flownet = FlowNetSPlus(width)
         self.encoder_lr = Encoder(features)
         self.encoder_ref = Encoder(features)
         self.decoder = Decoder(features)
-        self.sisr_net = build_sisr(sisr, sisr_config)
 
     def forward(self, lr: torch.Tensor, ref: torch.Tensor, scale: int):
         lr_up_p, lrs_p, ref_p, size = self._prepare(lr, ref, scale)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from refsr_cli.archs import register
-from refsr_cli.archs.crossnet import Decoder, Encoder, _CrossNetBase, _crop_flows, _like, build_sisr
+from refsr_cli.archs.crossnet import Decoder, Encoder, _CrossNetBase, _crop_flows, _like
 from refsr_cli.archs.flownet import FlowNetSPlus
 from refsr_cli.warp import backward_warp, crop_to
 
@@ -39,16 +39,11 @@ class CrossNetPP(_CrossNetBase):
 
     def __init__(self, width: float = 1.0, features: int = 64, sisr: str = "bicubic",
                  sisr_config: dict | None = None, global_residual: bool = True):
-        super().__init__()
-        self.config = {"width": float(width), "features": int(features), "sisr": sisr,
-                       "sisr_config": dict(sisr_config) if sisr_config else None,
-                       "global_residual": bool(global_residual)}
-        self.global_residual = bool(global_residual)
+        super().__init__(width, features, sisr, sisr_config, global_residual)
         self.flownet1 = FlowNetSPlus(width)
         self.flownet2 = FlowNetSPlus(width)
         self.encoder = Encoder(features)
         self.decoder = Decoder(features)
-        self.sisr_net = build_sisr(sisr, sisr_config)
 
     def forward(self, lr: torch.Tensor, ref: torch.Tensor, scale: int):
         lr_up_p, lrs_p, ref_p, size = self._prepare(lr, ref, scale)
