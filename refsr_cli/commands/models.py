@@ -7,7 +7,7 @@ import click
 import torch
 
 from refsr_cli.archs import build_model, count_parameters, spec, variants
-from refsr_cli.checkpoint import shipped_weights
+from refsr_cli.checkpoint import read_checkpoint, shipped_weights
 
 
 def _paper_size_parameters(name: str) -> tuple[int, dict[str, int] | None]:
@@ -44,18 +44,23 @@ def describe_models() -> list[dict]:
         s = spec(name)
         params, breakdown = _paper_size_parameters(name)
         weights = {f"x{scale}": (str(p) if (p := shipped_weights(name, scale)) else None) for scale in (4, 8)}
+        # Shipped checkpoints may be smaller configurations than the paper's: say how large they are.
+        shipped_params = {key: (sum(t.numel() for t in read_checkpoint(path)["state_dict"].values()
+                                    if t.is_floating_point()) if path else None)
+                          for key, path in weights.items()}
         rows.append({"name": name, "paper": s.paper, "summary": s.summary, "params": params,
                      "params_breakdown": breakdown, "needs_reference": s.needs_reference,
                      "input_multiple": s.input_multiple, "scales": list(s.scales),
                      "constraints": _constraints(s), "tiny_config": dict(s.tiny),
-                     "shipped_weights": weights})
+                     "shipped_weights": weights, "shipped_params": shipped_params})
     return rows
 
 
 @click.command("models")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
 def command(as_json: bool) -> None:
-    """List the network variants: paper, parameter count (paper size), input constraints, shipped weights.
+    """List the network variants: paper, parameter count (paper size), input constraints, shipped weights
+    (with their own parameter count: shipped checkpoints may be smaller configurations).
 
     \b
     Examples:
@@ -78,8 +83,7 @@ def command(as_json: bool) -> None:
         short = ("LR+Ref" if s.needs_reference else "LR only") + (
             f", pad ×{s.input_multiple}" if s.input_multiple > 1 else "") + ", " + "/".join(f"×{x}" for x in s.scales)
         table.add_row(row["name"], row["paper"], f"{row['params'] / 1e6:.2f} M", short,
-                      "yes" if row["shipped_weights"]["x4"] else "no",
-                      "yes" if row["shipped_weights"]["x8"] else "no")
+                      *(f"yes ({n / 1e6:.2f} M)" if (n := row["shipped_params"][key]) else "no" for key in ("x4", "x8")))
     # Not a terminal (piped): rich would wrap at 80 columns; give the table room instead.
     console = Console(highlight=False)
     if not console.is_terminal:
