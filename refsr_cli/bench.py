@@ -47,6 +47,7 @@ import torch.nn.functional as F
 
 from refsr_cli import __version__, console
 from refsr_cli.errors import RefsrError
+from refsr_cli.metrics import finite_or_none
 from refsr_cli.image_io import atomic_write, write_image
 
 CACHE_VERSION = 1
@@ -514,11 +515,6 @@ def _read_json(path: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def _finite(value) -> float | None:
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
 def _save_crop(path: Path, image: torch.Tensor, region) -> None:
     y, x, side = region
     write_image(path, image[..., y: y + side, x: x + side].float().clamp(0, 1).cpu())
@@ -544,7 +540,7 @@ def compute_unit(plan: MethodPlan, scale: int, device: str, lr: torch.Tensor, re
         seconds, (sr, aux) = _timed(method, lr, ref)
     sr = sr[0].float().clamp(0, 1).cpu()
     scores = evaluate(sr, hr)
-    record = {**meta, **{k: _finite(scores[k]) for k in METRICS}, "seconds": seconds,
+    record = {**meta, **{k: finite_or_none(scores[k]) for k in METRICS}, "seconds": seconds,
               "threads": torch.get_num_threads(), "device": str(method.device)}
     if region is not None:
         crop = cache_file.with_suffix(".sr.png")
@@ -621,7 +617,7 @@ def _pair_info(cache: Path, source: Source, scale: int, view, name: str, lr, ref
         return info
     parallax, how = source.parallax(name, view, hr, ref)
     info = {"cache_version": CACHE_VERSION, "data": source.label, "view": view, "image": name,
-            "scale": scale, "parallax": _finite(parallax) if parallax is not None else None,
+            "scale": scale, "parallax": finite_or_none(parallax) if parallax is not None else None,
             "parallax_source": how, "hr_size": list(hr.shape[-2:])}
     if showcase:
         region = crop_region(hr)

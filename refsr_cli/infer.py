@@ -23,6 +23,7 @@ import torch
 
 from refsr_cli import console
 from refsr_cli.errors import RefsrError
+from refsr_cli.metrics import finite_or_none
 from refsr_cli.image_io import array_to_tensor, atomic_write, encode_png, read_image, write_image
 from refsr_cli.methods import Method
 from refsr_cli.pairs import Pair
@@ -53,14 +54,10 @@ class PairResult:
         record = {"name": self.name, "status": self.status,
                   "output": str(self.output) if self.output else None, "seconds": round(self.seconds, 3)}
         if self.metrics:
-            record.update({k: _finite(v) for k, v in self.metrics.items()})
+            record.update({k: finite_or_none(v) for k, v in self.metrics.items()})
         if self.error:
             record["error"] = self.error
         return record
-
-
-def _finite(value):
-    return value if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
 def check_output_dir(out_dir: Path) -> None:
@@ -284,7 +281,7 @@ def update_metrics_file(path: Path, results: list[PairResult], method: Method) -
                 data = {}
         pairs = data.get("pairs") if isinstance(data.get("pairs"), dict) else {}
         for r in results:
-            pairs[r.name] = {k: _finite(v) for k, v in r.metrics.items()}
+            pairs[r.name] = {k: finite_or_none(v) for k, v in r.metrics.items()}
         data = {"method": method.name, "scale": method.scale,
                 "weights": str(method.weights) if method.weights else None,
                 "pairs": dict(sorted(pairs.items())), "mean": mean_metrics(pairs.values()),

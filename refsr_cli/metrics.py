@@ -419,8 +419,11 @@ def mean_row(rows: list[dict]) -> dict:
     return out
 
 
-def _finite_or_none(value):
-    """Non-finite floats → ``None`` (JSON ``null``); everything else unchanged."""
+def finite_or_none(value):
+    """Non-finite numbers → ``None`` (JSON ``null``: strict JSON has no Infinity); NumPy scalars → Python
+    numbers; everything else unchanged."""
+    if isinstance(value, np.generic):
+        value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
@@ -428,8 +431,8 @@ def _finite_or_none(value):
 
 def to_json(rows: list[dict]) -> str:
     """``{"images": [...], "mean": {...}}`` as strict JSON: non-finite values become ``null``."""
-    doc = {"images": [{k: _finite_or_none(v) for k, v in r.items()} for r in rows],
-           "mean": {k: _finite_or_none(v) for k, v in mean_row(rows).items()}}
+    doc = {"images": [{k: finite_or_none(v) for k, v in r.items()} for r in rows],
+           "mean": {k: finite_or_none(v) for k, v in mean_row(rows).items()}}
     return json.dumps(doc, indent=2, allow_nan=False)
 
 

@@ -29,6 +29,7 @@ from joblib import Parallel, delayed
 
 from refsr_cli import __version__, console, lightfield, store
 from refsr_cli.errors import RefsrError
+from refsr_cli.image_io import atomic_write
 
 PARTIAL_DIR = ".refsr-prepare.partial"
 DEFAULT_CROP = (320, 512)
@@ -116,9 +117,7 @@ def _resolve_jobs(jobs: int | None) -> int:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, sort_keys=True, indent=1))
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, sort_keys=True, indent=1)))
 
 
 def _describe_difference(old: dict, new: dict) -> str:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -31,6 +30,7 @@ import h5py
 import numpy as np
 
 from refsr_cli.errors import RefsrError
+from refsr_cli.image_io import atomic_write
 
 FORMAT = "refsr-lightfield-store"
 FORMAT_VERSION = 1
@@ -54,17 +54,14 @@ def write_part(path: str | os.PathLike, views: np.ndarray, name: str) -> None:
     path = Path(path)
     if views.dtype != np.uint8 or views.ndim != 5 or views.shape[4] != 3:
         raise ValueError(f"expected uint8 [rows, cols, H, W, 3], got {views.dtype} {views.shape}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+
+    def write(tmp: Path) -> None:
         with h5py.File(tmp, "w") as h5:
             ds = _views_dataset(h5, "views", views.shape, (1, 1) + views.shape[2:])
             ds[...] = views
             h5.attrs["name"] = name
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    atomic_write(path, write)
 
 
 def part_shape(path: str | os.PathLike) -> tuple[int, ...]:
@@ -98,9 +95,8 @@ def assemble_store(out: str | os.PathLike, parts: Sequence[tuple[str, Path]], at
         raise RefsrError(f"{out}: no light fields to write")
     shape = part_shape(parts[0][1])
     rows, cols, height, width, _ = shape
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
+
+    def write(tmp: Path) -> None:
         with h5py.File(tmp, "w") as h5:
             views = _views_dataset(h5, "views", (len(parts),) + shape, (1, 1, 1, height, width, 3))
             names = h5.create_dataset("names", shape=(len(parts),), dtype=_STR, track_times=False)
@@ -119,10 +115,8 @@ def assemble_store(out: str | os.PathLike, parts: Sequence[tuple[str, Path]], at
                     "height": height, "width": width}
             for key, value in {**base, **attrs}.items():
                 h5.attrs[key] = encode_attr(value)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    atomic_write(out, write)
     return out
 
 

@@ -30,3 +30,19 @@ def test_unknown_command_is_a_usage_error():
 
 def test_group_is_chained():
     assert isinstance(main, click.Group) and main.chain
+
+
+def test_atomic_writes_get_normal_file_permissions(tmp_path):
+    """Outputs are not left with mkstemp's owner-only 0600 mode."""
+    import os
+
+    import torch
+
+    from refsr_cli.image_io import write_image
+
+    umask = os.umask(0o022)
+    try:
+        write_image(tmp_path / "a.png", torch.rand(3, 8, 8))
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "a.png").stat().st_mode & 0o777 == 0o644
