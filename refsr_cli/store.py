@@ -148,6 +148,15 @@ class LazyH5:
     _h5: h5py.File | None = None
     _pid: int | None = None
 
+    def _open_for_metadata(self) -> h5py.File:
+        """A short-lived handle for reading metadata; a one-line error if the file is missing or not HDF5."""
+        if not self.path.is_file():
+            raise RefsrError(f"{self.path}: no such store")
+        try:
+            return h5py.File(self.path, "r")
+        except OSError as exc:
+            raise RefsrError(f"{self.path}: not a readable HDF5 file ({exc})".splitlines()[0]) from None
+
     def _file(self) -> h5py.File:
         if self._h5 is None or self._pid != os.getpid():
             self._h5 = h5py.File(self.path, "r")
@@ -190,13 +199,7 @@ class LightFieldStore(LazyH5):
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        if not self.path.is_file():
-            raise RefsrError(f"{self.path}: no such store")
-        try:
-            h5 = h5py.File(self.path, "r")
-        except OSError as exc:
-            raise RefsrError(f"{self.path}: not a readable HDF5 file ({exc})".splitlines()[0]) from None
-        with h5:
+        with self._open_for_metadata() as h5:
             if "views" in h5:
                 self.layout, self._key = "refsr", "views"
                 ds = h5["views"]

@@ -153,13 +153,7 @@ class VideoStore(LazyH5):
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        if not self.path.is_file():
-            raise RefsrError(f"{self.path}: no such store")
-        try:
-            h5 = h5py.File(self.path, "r")
-        except OSError as exc:
-            raise RefsrError(f"{self.path}: not a readable HDF5 file ({exc})".splitlines()[0]) from None
-        with h5:
+        with self._open_for_metadata() as h5:
             self.attrs = {k: decode_attr(v) for k, v in h5.attrs.items()}
             if self.attrs.get("kind") != KIND or "pairs" not in h5 or "clips" not in h5:
                 raise RefsrError(f"{self.path}: not a video store (no kind=video attribute or /pairs, /clips)")
