@@ -110,13 +110,18 @@ def _read_csv(path: Path) -> list[Pair]:
                 break
         pairs.append(Pair(lr.stem[:-3] if lr.stem.lower().endswith("_lr") else lr.stem, lr, ref, hr, problem))
     # Output names must be unique: two rows with the same LR stem would overwrite each other.
-    seen: dict[str, int] = {}
-    for pair in pairs:
-        seen[pair.name] = seen.get(pair.name, 0) + 1
-    for pair in pairs:
-        if seen[pair.name] > 1 and pair.problem is None:
-            pair.problem = f"{seen[pair.name]} rows of {path.name} share the output name {pair.name!r}"
+    _mark_duplicates(pairs, lambda name, n: f"{n} rows of {path.name} share the output name {name!r}")
     return pairs
+
+
+def _mark_duplicates(pairs: list[Pair], problem) -> None:
+    """Give every pair whose name occurs more than once the problem ``problem(name, count)``."""
+    counts: dict[str, int] = {}
+    for pair in pairs:
+        counts[pair.name] = counts.get(pair.name, 0) + 1
+    for pair in pairs:
+        if counts[pair.name] > 1 and pair.problem is None:
+            pair.problem = problem(pair.name, counts[pair.name])
 
 
 def discover_pairs(source: str | os.PathLike) -> list[Pair]:
@@ -133,12 +138,7 @@ def discover_pairs(source: str | os.PathLike) -> list[Pair]:
         flat = _to_pairs(_flat(source), "{name}_{role}.*")
         nested = _to_pairs(_subfolders(source), "{role}/{name}.*")
         pairs = flat + nested
-        names: dict[str, int] = {}
-        for pair in pairs:
-            names[pair.name] = names.get(pair.name, 0) + 1
-        for pair in pairs:
-            if names[pair.name] > 1 and pair.problem is None:
-                pair.problem = f"{pair.name!r} appears both as NAME_lr.* and as lr/NAME.*"
+        _mark_duplicates(pairs, lambda name, n: f"{name!r} appears both as NAME_lr.* and as lr/NAME.*")
     else:
         raise RefsrError(f"{source}: no such folder or CSV file")
     if not pairs:

@@ -275,14 +275,17 @@ def open_store(path: str | os.PathLike | LightFieldStore) -> LightFieldStore:
     return LightFieldStore(path)
 
 
-def read_digest(path: str | os.PathLike) -> str | None:
-    """The ``prepare_digest`` attribute of a store, or None when unreadable/absent."""
+def root_attribute(path: str | os.PathLike, key: str):
+    """Root attribute ``key`` of an HDF5 file (bytes decoded), or None when unreadable/absent."""
     try:
         with h5py.File(path, "r") as h5:
-            value = h5.attrs.get("prepare_digest")
+            value = h5.attrs.get(key)
     except (OSError, ValueError):
         return None
-    if isinstance(value, bytes):
-        value = value.decode()
-    return value
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def read_digest(path: str | os.PathLike) -> str | None:
+    """The ``prepare_digest`` attribute of a store, or None when unreadable/absent."""
+    return root_attribute(path, "prepare_digest")
 

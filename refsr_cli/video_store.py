@@ -38,7 +38,7 @@ from refsr_cli.augment import sample_pair
 from refsr_cli.errors import RefsrError
 from refsr_cli.image_io import array_to_tensor
 from refsr_cli.resize import downscale
-from refsr_cli.store import LazyH5, decode_attr, encode_attr
+from refsr_cli.store import LazyH5, decode_attr, encode_attr, root_attribute
 
 FORMAT = "refsr-video-store"
 KIND = "video"
@@ -130,14 +130,7 @@ class VideoStoreWriter:
 
 def is_video_store(path: str | os.PathLike) -> bool:
     """True when ``path`` is an HDF5 file whose root attribute ``kind`` is ``"video"``."""
-    try:
-        with h5py.File(path, "r") as h5:
-            kind = h5.attrs.get("kind")
-    except (OSError, ValueError):
-        return False
-    if isinstance(kind, bytes):
-        kind = kind.decode()
-    return kind == KIND
+    return root_attribute(path, "kind") == KIND
 
 
 # --------------------------------------------------------------------------------------------- reading
