@@ -23,10 +23,10 @@ from typing import Callable
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from refsr_cli import console
 from refsr_cli.errors import RefsrError
+from refsr_cli.warp import pad_bottom_right
 
 
 def baselines() -> dict[str, Callable]:
@@ -66,15 +66,6 @@ def _half_dtype(half: bool | str, device: torch.device) -> torch.dtype | None:
     if half in ("bf16", "bfloat16"):
         return torch.bfloat16
     return torch.float16
-
-
-def _pad_reflect(x: torch.Tensor, pad_h: int, pad_w: int) -> torch.Tensor:
-    """Bottom/right padding by reflection, by replication where the image is too small to reflect."""
-    if pad_h == 0 and pad_w == 0:
-        return x
-    h, w = x.shape[-2:]
-    mode = "reflect" if pad_h < h and pad_w < w else "replicate"
-    return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
 
 
 class Method:
@@ -147,9 +138,9 @@ class Method:
                                  f"{s * w}×{s * h} ({s}× the LR)")
         lr_multiple = self.hr_multiple // s
         pad_h, pad_w = (-h) % lr_multiple, (-w) % lr_multiple
-        lr_in = _pad_reflect(lr.to(self.device, torch.float32), pad_h, pad_w)
+        lr_in = pad_bottom_right(lr.to(self.device, torch.float32), pad_h, pad_w)
         if ref is not None:
-            ref_in = _pad_reflect(ref.to(self.device, torch.float32), pad_h * s, pad_w * s)
+            ref_in = pad_bottom_right(ref.to(self.device, torch.float32), pad_h * s, pad_w * s)
         else:
             # Single-image methods still take the argument: an expanded zero costs no memory.
             ref_in = lr_in.new_zeros(1, 1, 1, 1).expand(n, 3, s * (h + pad_h), s * (w + pad_w))

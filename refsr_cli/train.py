@@ -229,9 +229,11 @@ def _distributed() -> tuple[int, int]:
 
 
 def _device(name: str | None, rank: int) -> torch.device:
-    if name in (None, "auto"):
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
+    """The run's device (:func:`refsr_cli.methods.resolve_device`); under torchrun, a bare ``cuda`` means
+    this rank's GPU."""
+    from refsr_cli.methods import resolve_device
+
+    device = resolve_device(name)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count())
     return device

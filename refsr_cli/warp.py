@@ -47,11 +47,17 @@ def pad_to_multiple(x: torch.Tensor, multiple: int = 64) -> tuple[torch.Tensor, 
     Reflection padding (replicate where the image is too small to reflect), undone by :func:`crop_to`.
     """
     h, w = x.shape[-2:]
-    pad_h, pad_w = (-h) % multiple, (-w) % multiple
+    return pad_bottom_right(x, (-h) % multiple, (-w) % multiple), (h, w)
+
+
+def pad_bottom_right(x: torch.Tensor, pad_h: int, pad_w: int) -> torch.Tensor:
+    """Pad ``…×H×W`` by ``pad_h`` rows at the bottom and ``pad_w`` columns at the right, by reflection
+    (by replication where the image is too small to reflect)."""
     if pad_h == 0 and pad_w == 0:
-        return x, (h, w)
+        return x
+    h, w = x.shape[-2:]
     mode = "reflect" if pad_h < h and pad_w < w else "replicate"
-    return F.pad(x, (0, pad_w, 0, pad_h), mode=mode), (h, w)
+    return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
 
 
 def crop_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -142,3 +142,12 @@ def test_training_samples_carry_the_view_pair_baseline(tiny_lf_store):
         signs.add((bx > 0, by > 0))
     assert len(signs) == 4   # flips in x and y both change the direction
     assert collate([data[0], data[1]])["baseline"].shape == (2, 2)
+
+
+def test_cuda_without_a_gpu_is_a_clean_error(tiny_lf_store, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    args = _train_args(tiny_lf_store, tmp_path / "gpu", "mdsr", 1)
+    args[args.index("--device") + 1] = "cuda"
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and "no CUDA GPU" in result.output and "Traceback" not in result.output
