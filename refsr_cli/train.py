@@ -160,8 +160,10 @@ def compute_loss(variant: str, weights: dict, sr, aux, batch, perceptual=None) -
         terms["charbonnier"] = losses.charbonnier(sr, hr)
     if weights.get("l1") and variant != "crossmpi":
         terms["l1"] = (sr - hr).abs().mean()
-    if weights.get("warping") and "warped_stage1" in aux:
-        terms["warping"] = losses.warping_loss(aux["warped_stage1"], hr)
+    # CrossNet++ aligns in two stages and the loss is on the first; CrossNet's only warp is V0's.
+    warped = aux.get("warped_stage1", aux.get("warped"))
+    if weights.get("warping") and warped is not None:
+        terms["warping"] = losses.warping_loss(warped, hr)
     if weights.get("landmark") and "landmarks" in batch and "flow_stage1" in aux:
         terms["landmark"] = losses.landmark_loss(aux["flow_stage1"], *batch["landmarks"])
     if variant == "crossmpi":

@@ -332,6 +332,22 @@ def test_crossnetpp_losses_on_model_outputs():
     assert model.flownet1.head0.weight.grad.abs().sum() > 0
 
 
+def test_warping_term_applies_to_crossnet_v0_warp():
+    """``[loss] warping`` in a CrossNet recipe trains V0 through ½·MSE(warp(Ref, V0), HR)."""
+    from refsr_cli.train import compute_loss
+
+    model = tiny("crossnet").train()
+    hr_np, ref_np = _shifted_pair()
+    hr = torch.from_numpy(np.stack([hr_np] * 3)).float()[None] / 255
+    ref = torch.from_numpy(np.stack([ref_np] * 3)).float()[None] / 255
+    sr, aux = model(downscale(hr, 4), ref, 4)
+    total, terms = compute_loss("crossnet", {"charbonnier": 0.0, "warping": 1.0}, sr, aux, {"hr": hr})
+    assert set(terms) == {"warping"}
+    assert terms["warping"] == pytest.approx(warping_loss(aux["warped"], hr).item())
+    total.backward()
+    assert model.flownet.head0.weight.grad.abs().sum() > 0
+
+
 # ------------------------------------------------------------------ refsr models
 def test_models_command_json_and_table():
     from refsr_cli.cli import main

@@ -2,7 +2,8 @@
 # Re-train one shipped checkpoint: weights/train.sh VARIANT SCALE
 #   e.g. weights/train.sh crossnet 8   →  weights/crossnet_x8.pt and weights/crossnet_x8.json
 # Data: 32 + 4 synthetic light fields (320×512, seed 1), rendered once into data/weights-syn.
-# Training: weights/recipes/VARIANT.toml (a CPU-sized configuration of the paper's architecture),
+# Training: weights/recipes/VARIANT_xSCALE.toml, else VARIANT.toml (a CPU-sized configuration of the
+# paper's architecture),
 # run folder runs/weights/VARIANT_xSCALE (rerunning resumes). Export: float16 weights + model card.
 set -euo pipefail
 variant=${1:?usage: weights/train.sh VARIANT SCALE}
@@ -12,10 +13,12 @@ refsr=${REFSR:-.venv/bin/refsr}
 python=${PYTHON:-.venv/bin/python}
 data=data/weights-syn
 run=runs/weights/${variant}_x${scale}
+recipe=weights/recipes/${variant}_x${scale}.toml
+[ -f "$recipe" ] || recipe=weights/recipes/$variant.toml
 [ -f $data/train.h5 ] || $refsr prepare synthetic --out $data --count 32 --test-count 4 --seed 1
 start=$(date +%s)
 $refsr train --variant "$variant" --scale "$scale" --data $data/train.h5 --val $data/test.h5 \
-  --config weights/recipes/$variant.toml --out "$run" --device cpu
+  --config "$recipe" --out "$run" --device cpu
 wall=$(( $(date +%s) - start ))
 $python - "$variant" "$scale" "$run" "$wall" <<'PY'
 import json, os, platform, sys
@@ -27,5 +30,9 @@ card = {"command": f"weights/train.sh {variant} {scale}",
         "data": "refsr prepare synthetic --out data/weights-syn --count 32 --test-count 4 --seed 1",
         "hardware": f"CPU ({platform.processor() or platform.machine()}), {torch.get_num_threads()} torch threads",
         "wall_seconds_last_call": wall, "source_checkpoint": os.path.basename(src)}
+# The validation curve shows whether training had converged (still rising = not converged).
+with open(os.path.join(run, "log.jsonl")) as log:
+    records = [json.loads(line) for line in log if line.strip()]
+card["val_psnr_history"] = [[r["iter"], round(r["val_psnr"], 3)] for r in records if "val_psnr" in r]
 print(export_checkpoint(src, f"weights/{variant}_x{scale}.pt", half=True, card=card))
 PY
