@@ -33,6 +33,10 @@ card = {"command": f"weights/train.sh {variant} {scale}",
 # The validation curve shows whether training had converged (still rising = not converged).
 with open(os.path.join(run, "log.jsonl")) as log:
     records = [json.loads(line) for line in log if line.strip()]
-card["val_psnr_history"] = [[r["iter"], round(r["val_psnr"], 3)] for r in records if "val_psnr" in r]
+history = [[r["iter"], round(r["val_psnr"], 3)] for r in records if "val_psnr" in r]
+card["val_psnr_history"] = history
+card["still_improving_at_end"] = len(history) >= 2 and history[-1][1] > max(v for _, v in history[:-1])
+card["size"] = ("CPU-sized configuration of the published architecture (see train_config.model and "
+                "weights/README.md), not the paper size: no GPU was available to train it")
 print(export_checkpoint(src, f"weights/{variant}_x{scale}.pt", half=True, card=card))
 PY
