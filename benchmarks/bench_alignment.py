@@ -28,12 +28,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from refsr_cli.builtin_data import (DEFAULT_COUNT, DEFAULT_SIZE, SYNTHETIC_SEED,  # noqa: E402
-                                    builtin_max_disparity)
+from refsr_cli.builtin_data import DEFAULT_COUNT, render_builtin  # noqa: E402
 from refsr_cli.checkpoint import load_model  # noqa: E402
+from refsr_cli.image_io import array_to_tensor  # noqa: E402
 from refsr_cli.metrics import psnr  # noqa: E402
 from refsr_cli.resize import downscale  # noqa: E402
-from refsr_cli.synthetic import render_light_field  # noqa: E402
 from refsr_cli.warp import backward_warp  # noqa: E402
 
 
@@ -50,11 +49,6 @@ def true_flow(disparity: torch.Tensor, k: int, grid: int = 8) -> torch.Tensor:
     return f.expand(-1, 2, -1, -1).contiguous()
 
 
-def _tensor(view: np.ndarray) -> torch.Tensor:
-    """``H×W×3`` uint8 → ``1×3×H×W`` float in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(view.transpose(2, 0, 1))).float()[None] / 255
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", help="a crossnet or crossnetpp checkpoint")
@@ -66,13 +60,11 @@ def main() -> None:
     model, meta = load_model(args.checkpoint)
     model.eval()
     scale = int(meta["scale"])
-    h, w = DEFAULT_SIZE
     rows = []
     with torch.inference_mode():
         for i in range(args.count):
-            views, disparity = render_light_field(SYNTHETIC_SEED + i, h, w, builtin_max_disparity(w),
-                                                  grid=8, return_disparity=True)
-            ref, hr = _tensor(views[0, 0]), _tensor(views[args.view, args.view])
+            views, disparity = render_builtin(i)
+            ref, hr = array_to_tensor(views[0, 0])[None], array_to_tensor(views[args.view, args.view])[None]
             sr, aux = model(downscale(hr, scale), ref, scale)
             if "warped" not in aux:
                 sys.exit(f"{args.checkpoint}: no warped reference in its output (not a flow-based variant)")

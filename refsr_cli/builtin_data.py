@@ -94,20 +94,27 @@ def _render_one(part: Path, index: int, height: int, width: int) -> float:
     """Render light field ``index`` into ``part`` (skipped when present); returns its mean disparity."""
     from refsr_cli.image_io import atomic_write
     from refsr_cli.store import write_part
-    from refsr_cli.synthetic import render_light_field
 
     meta = part.with_suffix(".json")
     if part.is_file() and meta.is_file():
         return float(json.loads(meta.read_text())["mean_disparity"])
-    views, disparity = render_light_field(SYNTHETIC_SEED + index, height, width,
-                                          builtin_max_disparity(width), grid=8, return_disparity=True)
+    views, disparity = render_builtin(index, height, width)
     mean = float(np.asarray(disparity, dtype=np.float64).mean())
     write_part(part, np.ascontiguousarray(views, dtype=np.uint8), _name(index))
     atomic_write(meta, lambda p: p.write_text(json.dumps({"mean_disparity": mean})))
     return mean
 
 
-def builtin_max_disparity(width: int) -> float:
+def render_builtin(index: int, height: int = DEFAULT_SIZE[0], width: int = DEFAULT_SIZE[1]):
+    """Built-in light field ``index`` as ``(views uint8 [8, 8, H, W, 3], disparity float32 [H, W])``,
+    the disparity being view (0,0)'s (see :func:`refsr_cli.synthetic.render_light_field`)."""
+    from refsr_cli.synthetic import render_light_field
+
+    return render_light_field(SYNTHETIC_SEED + index, height, width, _max_disparity(width), grid=8,
+                              return_disparity=True)
+
+
+def _max_disparity(width: int) -> float:
     """20 px, or less for small test sizes (the renderer allows at most a quarter of the width)."""
     return min(DEFAULT_MAX_DISPARITY, width / 4)
 
@@ -142,7 +149,7 @@ def _render_store(path: Path, count: int, height: int, width: int, jobs: int) ->
              "split_rule": "builtin", "seed": SYNTHETIC_SEED, "train_count": 0, "test_count": count,
              "crop": [height, width],
              "synthetic_params": synthetic_attributes(height=height, width=width,
-                                                      max_disparity=builtin_max_disparity(width))}
+                                                      max_disparity=_max_disparity(width))}
     assemble_store(path, parts, attrs)
     record = {"mean_disparity": {name: mean for (name, _), mean in zip(parts, means)},
               "unit": "px per axis between views (0,0) and (7,7), mean over the pixels of view (0,0)"}
