@@ -6,9 +6,10 @@ the tensors it takes (shapes) and which ``aux`` keys of a model's output it read
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 # ---------------------------------------------------------------------------------------------
-# Generic pixel losses + CrossNet / CrossNet++ (charbonnier, warping loss, landmark loss)
+# Generic pixel losses + CrossNet / CrossNet++ (charbonnier, warping, supervised flow, landmark)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -27,6 +28,24 @@ def warping_loss(warped: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
     ``warped``: ``aux["warped_stage1"]`` (``N×3×H×W``); ``hr``: ground truth of the LR view, same shape.
     """
     return 0.5 * torch.mean((warped - hr) ** 2)
+
+
+def flow_loss(flows: list[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+    """Supervised flow: mean end-point error against the true flow, in HR pixels, averaged over scales.
+
+    Args:
+        flows: predicted flows ``[N×2×h_i×w_i]``, each in its own pixels (CrossNet's V0…V3: scale
+            ``1/2^i``); ``target``: the true flow ``N×2×H×W`` at full resolution.
+    Scale ``i`` is compared with the target area-averaged to ``h_i×w_i``; errors are converted to HR
+    pixels (``× W/w_i``) so that every scale counts alike.
+    """
+    total = target.new_zeros(())
+    for flow in flows:
+        h, w = flow.shape[-2:]
+        factor = target.shape[-1] / w
+        reference = target if (h, w) == tuple(target.shape[-2:]) else F.adaptive_avg_pool2d(target, (h, w)) / factor
+        total = total + (flow - reference).square().sum(1).add(1e-6).sqrt().mean() * factor
+    return total / len(flows)
 
 
 def _gray_image(image) -> "np.ndarray":

@@ -64,19 +64,21 @@ def _produce_lightfield(task: Task, crop) -> np.ndarray:
     return lightfield.decode(source, crop)
 
 
-def _produce_synthetic(task: Task, crop) -> np.ndarray:
+def _produce_synthetic(task: Task, crop):
+    """The views, or ``(views, per-view disparity)`` when the task asks for disparity."""
     from refsr_cli.synthetic import render_light_field  # written separately; imported only when used
 
     p = task.params
-    views = np.asarray(render_light_field(p["seed"], height=p["height"], width=p["width"],
-                                          max_disparity=p["max_disparity"], **p.get("options", {})))
+    rendered = render_light_field(p["seed"], height=p["height"], width=p["width"], max_disparity=p["max_disparity"],
+                                  **p.get("options", {}), **({"return_disparity": "views"} if p.get("disparity") else {}))
+    views = np.asarray(rendered[0] if p.get("disparity") else rendered)
     expected = (lightfield.GRID, lightfield.GRID, p["height"], p["width"], 3)
     if views.dtype != np.uint8 or views.shape != expected:
         raise RefsrError(f"{task.name}: renderer returned {views.dtype} {views.shape}, expected uint8 {expected}")
-    return views
+    return (views, rendered[1]) if p.get("disparity") else views
 
 
-PRODUCERS: dict[str, Callable[[Task, tuple | None], np.ndarray]] = {
+PRODUCERS: dict[str, Callable[[Task, tuple | None], np.ndarray | tuple]] = {
     "lightfield": _produce_lightfield,
     "synthetic": _produce_synthetic,
 }
@@ -93,8 +95,9 @@ def _work(task: Task, workdir: str, crop) -> tuple[int, str | None]:
     exceptions, so the main process decides between failing and ``--skip-bad``.
     """
     try:
-        views = PRODUCERS[task.kind](task, crop)
-        store.write_part(_part_path(Path(workdir), task.index), views, task.name)
+        produced = PRODUCERS[task.kind](task, crop)
+        views, disparity = produced if isinstance(produced, tuple) else (produced, None)
+        store.write_part(_part_path(Path(workdir), task.index), views, task.name, disparity)
     except RefsrError as exc:
         return task.index, str(exc)
     except MemoryError:
@@ -354,13 +357,14 @@ def synthetic_seed(seed: int, split: str, index: int) -> int:
 
 def prepare_synthetic(out: str | os.PathLike, count: int = 64, test_count: int = 8, seed: int = 0,
                       height: int = 320, width: int = 512, max_disparity: float = 20.0,
-                      jobs: int | None = None, options: dict | None = None,
+                      jobs: int | None = None, options: dict | None = None, disparity: bool = False,
                       progress: Progress | None = None) -> dict:
     """Render ``count`` train and ``test_count`` test synthetic light fields into ``out``.
 
     Light field ``i`` of a split is rendered with seed :func:`synthetic_seed` ``(seed, split, i)``, so
     the train set does not change when ``test_count`` does (and vice versa). ``options`` pass through to
-    ``render_light_field``. See :func:`run_tasks` for the return value.
+    ``render_light_field``; ``disparity`` also stores every view's ground-truth disparity (``/disparity``,
+    for the ``flow`` training loss). See :func:`run_tasks` for the return value.
     """
     if count < 1 or test_count < 1:
         raise RefsrError(f"--count ({count}) and --test-count ({test_count}) must be at least 1")
@@ -372,10 +376,11 @@ def prepare_synthetic(out: str | os.PathLike, count: int = 64, test_count: int =
     for split, n in (("train", count), ("test", test_count)):
         for i in range(n):
             tasks.append(Task(len(tasks), f"synthetic-{split}-{i:05d}", split, "synthetic",
-                              {**params, "seed": synthetic_seed(seed, split, i)}))
+                              {**params, "seed": synthetic_seed(seed, split, i),
+                               **({"disparity": True} if disparity else {})}))
     args = {"kind": "synthetic", "seed": seed, "count": count, "test_count": test_count,
             "height": height, "width": width, "max_disparity": float(max_disparity), "options": options,
-            "split_rule": "synthetic"}
+            "split_rule": "synthetic", **({"disparity": True} if disparity else {})}
     attrs = {"source": "synthetic", "source_path": "", "synthetic": True,
              "synthetic_params": _synthetic_params(params)}
     return run_tasks(out, tasks, args, attrs, None, jobs=jobs, skip_bad=False, progress=progress)

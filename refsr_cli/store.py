@@ -5,6 +5,10 @@ Schema (format version 1, see ``docs/store.md``):
 * ``/views``  uint8 ``[N, 8, 8, H, W, 3]`` — light field, row, col, y, x, RGB; chunked one view per chunk
   ``(1, 1, 1, H, W, 3)``, gzip-compressed.
 * ``/names``  UTF-8 strings ``[N]`` — one name per light field.
+* ``/disparity`` (optional; synthetic stores made with ``--disparity``) float16 ``[N, 8, 8, H, W]`` — per
+  view, the ground-truth disparity ``d`` (px between views (0,0) and (7,7)) of the surface each pixel shows;
+  the flow from view ``(r, c)`` to view ``(r0, c0)`` is ``d·(c − c0, r − r0)/7``. Chunked one view per
+  chunk, shuffled and gzip-compressed.
 * root attributes: ``format``, ``format_version``, ``source``, ``synthetic``, ``angular_grid``, ``height``,
   ``width``, ``crop``, ``split``, ``split_rule``, ``seed``, ``train_count``, ``test_count``, ``skipped``,
   ``prepare_digest``, ``refsr_version`` (plus ``synthetic_params`` for synthetic data).
@@ -45,8 +49,15 @@ def _views_dataset(h5: h5py.File, name: str, shape: tuple, chunk: tuple) -> h5py
                              compression_opts=GZIP_LEVEL, track_times=False)
 
 
-def write_part(path: str | os.PathLike, views: np.ndarray, name: str) -> None:
-    """Write one light field (``uint8 [8, 8, H, W, 3]``) as a part file, atomically.
+def _disparity_dataset(h5: h5py.File, name: str, shape: tuple, chunk: tuple) -> h5py.Dataset:
+    # Disparity is piecewise smooth: byte shuffling lets gzip pack the slowly varying high bytes.
+    return h5.create_dataset(name, shape=shape, dtype=np.float16, chunks=chunk, compression="gzip",
+                             compression_opts=GZIP_LEVEL, shuffle=True, track_times=False)
+
+
+def write_part(path: str | os.PathLike, views: np.ndarray, name: str, disparity: np.ndarray | None = None) -> None:
+    """Write one light field (``uint8 [8, 8, H, W, 3]``, optionally its per-view ``disparity``
+    ``[8, 8, H, W]``) as a part file, atomically.
 
     The chunk shape and filter equal the final store's, so :func:`assemble_store` can copy the compressed
     chunks without decompressing them (compression thus runs in the parallel workers).
@@ -54,11 +65,16 @@ def write_part(path: str | os.PathLike, views: np.ndarray, name: str) -> None:
     path = Path(path)
     if views.dtype != np.uint8 or views.ndim != 5 or views.shape[4] != 3:
         raise ValueError(f"expected uint8 [rows, cols, H, W, 3], got {views.dtype} {views.shape}")
+    if disparity is not None and disparity.shape != views.shape[:4]:
+        raise ValueError(f"disparity {disparity.shape} does not match the views {views.shape[:4]}")
 
     def write(tmp: Path) -> None:
         with h5py.File(tmp, "w") as h5:
             ds = _views_dataset(h5, "views", views.shape, (1, 1) + views.shape[2:])
             ds[...] = views
+            if disparity is not None:
+                dd = _disparity_dataset(h5, "disparity", disparity.shape, (1, 1) + disparity.shape[2:])
+                dd[...] = disparity.astype(np.float16)
             h5.attrs["name"] = name
 
     atomic_write(path, write)
@@ -95,10 +111,14 @@ def assemble_store(out: str | os.PathLike, parts: Sequence[tuple[str, Path]], at
         raise RefsrError(f"{out}: no light fields to write")
     shape = part_shape(parts[0][1])
     rows, cols, height, width, _ = shape
+    with h5py.File(parts[0][1], "r") as first:
+        with_disparity = "disparity" in first   # all parts of one prepare run agree (same task params)
 
     def write(tmp: Path) -> None:
         with h5py.File(tmp, "w") as h5:
             views = _views_dataset(h5, "views", (len(parts),) + shape, (1, 1, 1, height, width, 3))
+            disparity = _disparity_dataset(h5, "disparity", (len(parts),) + shape[:4], (1, 1, 1, height, width)) \
+                if with_disparity else None
             names = h5.create_dataset("names", shape=(len(parts),), dtype=_STR, track_times=False)
             names[...] = [name for name, _ in parts]
             for i, (name, part) in enumerate(parts):
@@ -107,10 +127,15 @@ def assemble_store(out: str | os.PathLike, parts: Sequence[tuple[str, Path]], at
                     if ds.shape != shape:
                         raise RefsrError(f"{name}: light field is {ds.shape[2]}×{ds.shape[3]}, the others "
                                          f"are {height}×{width}")
+                    if with_disparity and "disparity" not in src:
+                        raise RefsrError(f"{name}: part file has no disparity, the others have")
                     for r in range(rows):
                         for c in range(cols):
                             mask, chunk = ds.id.read_direct_chunk((r, c, 0, 0, 0))
                             views.id.write_direct_chunk((i, r, c, 0, 0, 0), chunk, mask)
+                            if with_disparity:
+                                mask, chunk = src["disparity"].id.read_direct_chunk((r, c, 0, 0))
+                                disparity.id.write_direct_chunk((i, r, c, 0, 0), chunk, mask)
             base = {"format": FORMAT, "format_version": FORMAT_VERSION, "angular_grid": [rows, cols],
                     "height": height, "width": width}
             for key, value in {**base, **attrs}.items():
@@ -227,6 +252,7 @@ class LightFieldStore(LazyH5):
             if self.layout == "refsr" and self.attrs.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
                 raise RefsrError(f"{self.path}: store format version {self.attrs['format_version']} is newer "
                                  f"than this refsr understands ({FORMAT_VERSION})")
+            self.has_disparity = self.layout == "refsr" and "disparity" in h5
         self.names: list[str] = names
         self.grid = (int(rows), int(cols))
         self.height, self.width = int(height), int(width)
@@ -254,6 +280,13 @@ class LightFieldStore(LazyH5):
         if self.layout == "authors":
             data = np.ascontiguousarray(data.transpose(1, 2, 0))
         return data
+
+    def disparity(self, index: int, row: int, col: int) -> np.ndarray:
+        """Ground-truth disparity of view ``(row, col)`` as ``float32 H×W`` (stores with ``/disparity``)."""
+        self._check(index, row, col)
+        if not self.has_disparity:
+            raise RefsrError(f"{self.path}: no /disparity (make synthetic stores with --disparity)")
+        return self._file()["disparity"][index, row, col].astype(np.float32)
 
     def views(self, index: int) -> np.ndarray:
         """All views of light field ``index`` as ``uint8 [rows, cols, H, W, 3]``."""

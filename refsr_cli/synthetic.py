@@ -142,11 +142,13 @@ def _prefilter(x: torch.Tensor, axis: int) -> torch.Tensor:
 
 def _render_layer_y(texture: torch.Tensor, origin: tuple[int, int], d0: float, slope: float,
                     grid: int, out_rows: tuple[int, int], out_cols: tuple[int, int], frame: torch.Tensor,
-                    transposed: bool) -> None:
+                    disparity: torch.Tensor | None = None) -> None:
     """Render a layer whose disparity varies along y only into ``frame`` for every view, compositing.
 
     ``texture``: ``h×w×C`` (C = 3 opaque or 4 premultiplied RGBA). ``frame``: ``G×G×H×W×3`` view stack,
-    indexed [r, c] (already transposed by the caller for x slopes, with r and c swapped).
+    indexed [r, c] (already transposed by the caller for x slopes, with r and c swapped). ``disparity``
+    (optional, ``G×G×H×W``, transposed alike) receives the layer's disparity wherever it covers a view
+    pixel (opaque, or rendered alpha > 0.5 — :func:`disparity_map`'s rule, in every view).
     """
     g1 = grid - 1
     h, w, channels = texture.shape
@@ -191,12 +193,20 @@ def _render_layer_y(texture: torch.Tensor, origin: tuple[int, int], d0: float, s
             torch.index_select(stack, 1, (start + (k - 1)).clamp_(0, h - 1), out=taps)
             acc.addcmul_(taps, weights[k])
         target = frame[r, :, oy0:oy1, ox0:ox1, :]
+        if disparity is not None:
+            # The output row py of view r shows canvas row qrow, whose disparity is that of frame row
+            # qrow + y0 — for every angular column and every output column (d varies along y only).
+            d_out = (d0 + slope * (qrow + origin[0])).to(torch.float32)[None, :, None]
+            d_target = disparity[r, :, oy0:oy1, ox0:ox1]
+            if channels == 3:
+                d_target.copy_(d_out.expand_as(d_target))
+            else:
+                d_target.copy_(torch.where(acc[..., 3] > 0.5, d_out, d_target))
         if channels == 3:
             target.copy_(acc)
         else:
             alpha = acc[..., 3:].clamp_(0.0, 1.0)
             target.addcmul_(target, alpha, value=-1.0).add_(acc[..., :3])
-    del transposed
 
 
 def _out_range(lo: float, hi: float, shift_max: float, size: int) -> tuple[int, int]:
@@ -206,11 +216,18 @@ def _out_range(lo: float, hi: float, shift_max: float, size: int) -> tuple[int, 
     return a, max(a, b)
 
 
-def render_layers(layers: list[Layer], height: int, width: int, grid: int = 8) -> torch.Tensor:
-    """Composite ``layers`` (back to front; ``layers[0]`` opaque) into a ``G×G×H×W×3`` float view stack."""
+def render_layers(layers: list[Layer], height: int, width: int, grid: int = 8, disparity: bool = False):
+    """Composite ``layers`` (back to front; ``layers[0]`` opaque) into a ``G×G×H×W×3`` float view stack.
+
+    With ``disparity=True`` returns ``(views, disparity)``, ``disparity`` float32 ``G×G×H×W``: per view,
+    the disparity of the front-most layer covering each pixel (the ground truth of optical flow between
+    views: pixel ``p`` of view ``(r, c)`` shows the point at ``p + d·(c − c0, r − r0)/(G−1)`` of view
+    ``(r0, c0)``).
+    """
     if not layers or layers[0].alpha is not None:
         raise ValueError("the first (back) layer must be opaque (alpha=None)")
     frame = torch.zeros(grid, grid, height, width, 3, dtype=torch.float32)
+    disp = torch.zeros(grid, grid, height, width, dtype=torch.float32) if disparity else None
     for layer in layers:
         h, w = layer.rgb.shape[:2]
         rgb = torch.from_numpy(np.ascontiguousarray(layer.rgb, dtype=np.float32))
@@ -232,12 +249,13 @@ def render_layers(layers: list[Layer], height: int, width: int, grid: int = 8) -
         if rows[1] <= rows[0] or cols[1] <= cols[0]:
             continue
         if layer.axis == "y":
-            _render_layer_y(texture, (y0, x0), layer.disparity, layer.slope, grid, rows, cols, frame, False)
+            _render_layer_y(texture, (y0, x0), layer.disparity, layer.slope, grid, rows, cols, frame, disp)
         else:
             # Slope along x: swap x↔y everywhere (texture, origin, output box, and view r↔c).
             _render_layer_y(texture.transpose(0, 1).contiguous(), (x0, y0), layer.disparity, layer.slope,
-                            grid, cols, rows, frame.permute(1, 0, 3, 2, 4), True)
-    return frame
+                            grid, cols, rows, frame.permute(1, 0, 3, 2, 4),
+                            None if disp is None else disp.permute(1, 0, 3, 2))
+    return (frame, disp) if disparity else frame
 
 
 def disparity_map(layers: list[Layer], height: int, width: int) -> np.ndarray:
@@ -441,15 +459,19 @@ def render_light_field(seed: int, height: int = 320, width: int = 512, max_dispa
             (G−1,G−1)); 20 matches Flower at 320×512, ~0.1·width gives wide-baseline (CrossNet++) sets.
         grid: angular views per axis.
         **options: ``num_objects`` (None = 3…7), ``slant`` (True), ``noise`` (1.0), ``photometric`` (1.0),
-            ``defocus`` (1.0), ``return_disparity`` (False).
+            ``defocus`` (1.0), ``return_disparity`` (False; True: view (0,0)'s; ``"views"``: every view's).
     Returns:
         uint8 ``[grid, grid, height, width, 3]`` indexed [row, col, y, x, rgb]; with
         ``return_disparity=True`` the tuple ``(views, disparity)`` where ``disparity`` is float32
-        ``[height, width]``, the disparity of view (0, 0) per pixel.
+        ``[height, width]``, the disparity of view (0, 0) per pixel; with ``return_disparity="views"``
+        ``disparity`` is ``[grid, grid, height, width]``, each view's (see :func:`render_layers`).
     """
     opts = _check(seed, height, width, max_disparity, grid, options)
     layers, rng = _scene(seed, height, width, max_disparity, grid, opts)
-    frame = render_layers(layers, height, width, grid)
+    per_view = opts["return_disparity"] == "views"
+    frame = render_layers(layers, height, width, grid, disparity=per_view)
+    if per_view:
+        frame, view_disparity = frame
     # Photometric differences between views: per-channel gain and the aperture vignette of a plenoptic
     # camera (outer sub-apertures are a little darker).
     strength = float(opts["photometric"])
@@ -476,6 +498,8 @@ def render_light_field(seed: int, height: int = 320, width: int = 512, max_dispa
             row.addcmul_(draw, sigma)
         views[r].copy_(row.clamp_(0.0, 1.0).mul_(255.0).add_(0.5).floor_())
     views = views.numpy()
+    if per_view:
+        return views, view_disparity.numpy()
     if opts["return_disparity"]:
         return views, disparity_map(layers, height, width)
     return views

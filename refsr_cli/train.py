@@ -124,6 +124,8 @@ def resolve_config(variant: str, toml: dict | None = None, **flags) -> dict:
                 config[key] = value
     if config["model_size"] not in ("paper", "tiny"):
         raise RefsrError(f"model_size must be 'paper' or 'tiny', not {config['model_size']!r}")
+    if uses_loss(config, "flow") and variant not in ("crossnet", "crossnetpp"):
+        raise RefsrError(f"the 'flow' loss supervises CrossNet / CrossNet++ flows; {variant} has none")
     crop = config["crop"]
     if crop is not None:
         crop = [int(c) for c in crop]
@@ -137,6 +139,11 @@ def model_kwargs(config: dict) -> dict:
     kwargs = dict(spec(config["variant"]).tiny) if config["model_size"] == "tiny" else {}
     kwargs.update(config.get("model") or {})
     return kwargs
+
+
+def uses_loss(config: dict, name: str) -> bool:
+    """Whether loss term ``name`` has a non-zero weight in any stage of the schedule."""
+    return any((stage.get("loss") or {}).get(name) for stage in [config] + list(config.get("stages") or []))
 
 
 def loss_weights(config: dict, iteration: int) -> dict:
@@ -164,6 +171,11 @@ def compute_loss(variant: str, weights: dict, sr, aux, batch, perceptual=None) -
     warped = aux.get("warped_stage1", aux.get("warped"))
     if weights.get("warping") and warped is not None:
         terms["warping"] = losses.warping_loss(warped, hr)
+    if weights.get("flow") and "flow" in batch:
+        # The flows that point at Ref itself: CrossNet's V0…V3, CrossNet++'s first stage V1⁰ (its second
+        # stage aligns Ref̂, whose true flow is not known).
+        predicted = [aux["flow_stage1"]] if "flow_stage1" in aux else aux["flows"]
+        terms["flow"] = losses.flow_loss(predicted, batch["flow"])
     if weights.get("landmark") and "landmarks" in batch and "flow_stage1" in aux:
         terms["landmark"] = losses.landmark_loss(aux["flow_stage1"], *batch["landmarks"])
     if variant == "crossmpi":
@@ -205,7 +217,7 @@ def training_dataset(config: dict, run_dir: Path | None = None):
                               parallax_shift=config["parallax_shift"], flips=config["flips"],
                               seed=config["seed"], mix=config.get("mix"),
                               landmarks=config["variant"] == "crossnetpp" and bool(config["loss"].get("landmark")),
-                              cache_dir=run_dir)
+                              cache_dir=run_dir, flow=uses_loss(config, "flow"))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -10,7 +10,9 @@
 Samples are dicts ``{"lr": 3×h×w, "ref": 3×H×W, "hr": 3×H×W}`` (float32, [0, 1]); with landmarks on
 (CrossNet++), also ``"landmarks"``: ``(p, q)`` float32 ``M×2`` arrays of matched ``(x, y)`` points in the
 HR and in the Ref of the crop. Matches are computed once per light field × view pair on the full views
-(:class:`~refsr_cli.losses.LandmarkCache`) and moved into each crop.
+(:class:`~refsr_cli.losses.LandmarkCache`) and moved into each crop. With ground-truth flow on (the
+``flow`` loss) and a store that has ``/disparity`` (``refsr prepare synthetic --disparity``), also
+``"flow"``: ``2×H×W``, the true backward flow from the HR view to the sample's Ref (shift and flips included).
 """
 from __future__ import annotations
 
@@ -57,7 +59,7 @@ class TrainingSamples(Dataset):
     """Mixture of sources; item ``g`` is deterministic in ``(seed, g)``."""
 
     def __init__(self, sources: list, weights: list[float] | None = None, seed: int = 0,
-                 landmark_cache=None):
+                 landmark_cache=None, flow: bool = False):
         if not sources:
             raise RefsrError("no training data")
         weights = np.asarray(weights if weights is not None else [1.0] * len(sources), dtype=np.float64)
@@ -67,6 +69,10 @@ class TrainingSamples(Dataset):
         self.weights = weights / weights.sum()
         self.seed = int(seed)
         self.landmarks = landmark_cache
+        self.flow = bool(flow)
+        if self.flow and not any(getattr(getattr(src, "store", None), "has_disparity", False) for src in sources):
+            raise RefsrError("the 'flow' loss needs ground-truth disparity: a store made with "
+                             "'refsr prepare synthetic --disparity'")
 
     def __len__(self) -> int:
         return VIRTUAL_LENGTH
@@ -83,6 +89,8 @@ class TrainingSamples(Dataset):
             sample["baseline"] = baseline
         if self.landmarks is not None:
             sample["landmarks"] = self._landmarks(s, source, index, geometry, hr.shape[-2:])
+        if self.flow and getattr(getattr(source, "store", None), "has_disparity", False):
+            sample["flow"] = true_flow(source.store, index, geometry, hr.shape[-2:])
         return sample
 
     def _landmarks(self, s, source, index, geometry, size):
@@ -121,19 +129,43 @@ def _baseline(source, geometry) -> torch.Tensor | None:
     return torch.tensor([bx, by], dtype=torch.float32)
 
 
+def true_flow(store, index: int, geometry: dict, size: tuple[int, int]) -> torch.Tensor:
+    """Ground-truth backward flow ``2×H×W`` from a sample's HR crop to its Ref crop.
+
+    Pixel ``p`` of view ``(r, c)`` shows the point at ``p + d(p)·(c − c0, r − r0)/(G − 1)`` of view
+    ``(r0, c0)`` (``d``: the stored disparity of view ``(r, c)``). The Ref crop starts ``(dx, dy)`` further
+    than the HR crop (parallax shift), which subtracts from the flow; a flip mirrors the map and negates
+    that component.
+    """
+    (r, c), (r0, c0) = geometry["lr_view"], geometry["ref_view"]
+    rows, cols = store.grid
+    h, w = size
+    x0, y0 = geometry["x0"], geometry["y0"]
+    d = torch.from_numpy(store.disparity(index, r, c)[y0:y0 + h, x0:x0 + w])
+    flow = torch.stack((d * ((c - c0) / (cols - 1)) - geometry["dx"], d * ((r - r0) / (rows - 1)) - geometry["dy"]))
+    if geometry.get("flip_x"):
+        flow = flow.flip(-1)
+        flow[0].neg_()
+    if geometry.get("flip_y"):
+        flow = flow.flip(-2)
+        flow[1].neg_()
+    return flow.contiguous()
+
+
 def collate(samples: list[dict]) -> dict:
-    """Stack the image tensors (and baselines, when every sample has one); keep per-sample landmark
-    arrays as lists (their lengths differ)."""
+    """Stack the image tensors (and baselines / true flows, when every sample has one); keep per-sample
+    landmark arrays as lists (their lengths differ)."""
     batch = {key: torch.stack([s[key] for s in samples]) for key in ("lr", "ref", "hr")}
-    if all("baseline" in s for s in samples):
-        batch["baseline"] = torch.stack([s["baseline"] for s in samples])
+    for key in ("baseline", "flow"):
+        if all(key in s for s in samples):
+            batch[key] = torch.stack([s[key] for s in samples])
     if "landmarks" in samples[0]:
         batch["landmarks"] = ([s["landmarks"][0] for s in samples], [s["landmarks"][1] for s in samples])
     return batch
 
 
 def open_training_data(paths, scale, crop, views, ref_view, parallax_shift, flips, seed, mix=None,
-                       landmarks=False, cache_dir=None) -> TrainingSamples:
+                       landmarks=False, cache_dir=None, flow=False) -> TrainingSamples:
     """:class:`TrainingSamples` over one or several stores (``mix``: their weights)."""
     paths = paths if isinstance(paths, (list, tuple)) else [paths]
     views = tuple(views) if isinstance(views, list) else views
@@ -145,4 +177,4 @@ def open_training_data(paths, scale, crop, views, ref_view, parallax_shift, flip
         from refsr_cli.losses import LandmarkCache
 
         cache = LandmarkCache(Path(cache_dir) / "landmarks.npz" if cache_dir else None)
-    return TrainingSamples(sources, mix, seed, cache)
+    return TrainingSamples(sources, mix, seed, cache, flow=flow)

@@ -363,3 +363,16 @@ def test_models_command_json_and_table():
     assert by_name["mdsr"]["needs_reference"] is False
     table = runner.invoke(main, ["models"])
     assert table.exit_code == 0 and "crossnetpp" in table.output and "69.01 M" in table.output
+
+
+def test_flow_scale_multiplies_every_flownet_output():
+    """FlowNet's div_flow: heads predict flow / flow_scale, outputs are in pixels either way."""
+    torch.manual_seed(0)
+    plain = FlowNetSPlus(width=1 / 16)
+    scaled = FlowNetSPlus(width=1 / 16, flow_scale=20.0)
+    scaled.load_state_dict(plain.state_dict())
+    a, b = torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64)
+    for v1, v20 in zip(plain(a, b, levels=4), scaled(a, b, levels=4)):
+        assert torch.allclose(v1 * 20.0, v20, atol=1e-5)
+    model = build_model("crossnet", width=1 / 16, features=8, flow_scale=20.0)
+    assert model.config["flow_scale"] == 20.0 and model.flownet.flow_scale == 20.0

@@ -105,11 +105,11 @@ class _CrossNetBase(RefSRModel):
     global_residual: bool
 
     def __init__(self, width: float = 1.0, features: int = 64, sisr: str = "bicubic",
-                 sisr_config: dict | None = None, global_residual: bool = True):
+                 sisr_config: dict | None = None, global_residual: bool = True, flow_scale: float = 1.0):
         super().__init__()
         self.config = {"width": float(width), "features": int(features), "sisr": sisr,
                        "sisr_config": dict(sisr_config) if sisr_config else None,
-                       "global_residual": bool(global_residual)}
+                       "global_residual": bool(global_residual), "flow_scale": float(flow_scale)}
         self.global_residual = bool(global_residual)
         self.sisr_net = build_sisr(sisr, sisr_config)
 
@@ -155,15 +155,16 @@ class CrossNet(_CrossNetBase):
         global_residual: add the encoder's LR↑ to the decoder output (``SR = LRs + Dec(…)``). Not in the
             paper; on by default because training then starts from bicubic quality instead of from a
             random image, which converges faster and more stably (design.md §4 lists it as allowed).
+        flow_scale: FlowNetS+ predicts ``flow / flow_scale`` (see :class:`FlowNetSPlus`); 1 = as published.
     Forward: ``(lr N×3×h×w, ref N×3×sh×sw, scale) → (sr N×3×sh×sw, aux)`` with aux keys
     ``"flow"`` (V0, ``N×2×sh×sw``), ``"flows"`` ([V0…V3], scale i in its own pixels),
     ``"warped"`` (Ref warped by V0, ``N×3×sh×sw``) and ``"lr_up"`` (the encoder's LR↑).
     """
 
     def __init__(self, width: float = 1.0, features: int = 64, sisr: str = "bicubic",
-                 sisr_config: dict | None = None, global_residual: bool = True):
-        super().__init__(width, features, sisr, sisr_config, global_residual)
-        self.flownet = FlowNetSPlus(width)
+                 sisr_config: dict | None = None, global_residual: bool = True, flow_scale: float = 1.0):
+        super().__init__(width, features, sisr, sisr_config, global_residual, flow_scale)
+        self.flownet = FlowNetSPlus(width, flow_scale=flow_scale)
         self.encoder_lr = Encoder(features)
         self.encoder_ref = Encoder(features)
         self.decoder = Decoder(features)

@@ -30,7 +30,7 @@ class CrossNetPP(_CrossNetBase):
     """CrossNet++.
 
     Args: as :class:`~refsr_cli.archs.crossnet.CrossNet` (``width``, ``features``, ``sisr``,
-    ``sisr_config``, ``global_residual``).
+    ``sisr_config``, ``global_residual``, ``flow_scale``).
     Forward: ``(lr N×3×h×w, ref N×3×sh×sw, scale) → (sr, aux)``; aux keys:
     ``"flow_stage1"`` (V1⁰, ``N×2×sh×sw``: Ref → LR view), ``"warped_stage1"`` (Ref̂, ``N×3×sh×sw``; the
     warping and landmark losses read these two), ``"flow"`` (V2⁰: Ref̂ → LR view, full resolution),
@@ -38,10 +38,10 @@ class CrossNetPP(_CrossNetBase):
     """
 
     def __init__(self, width: float = 1.0, features: int = 64, sisr: str = "bicubic",
-                 sisr_config: dict | None = None, global_residual: bool = True):
-        super().__init__(width, features, sisr, sisr_config, global_residual)
-        self.flownet1 = FlowNetSPlus(width)
-        self.flownet2 = FlowNetSPlus(width)
+                 sisr_config: dict | None = None, global_residual: bool = True, flow_scale: float = 1.0):
+        super().__init__(width, features, sisr, sisr_config, global_residual, flow_scale)
+        self.flownet1 = FlowNetSPlus(width, flow_scale=flow_scale)
+        self.flownet2 = FlowNetSPlus(width, flow_scale=flow_scale)
         self.encoder = Encoder(features)
         self.decoder = Decoder(features)
 

@@ -39,10 +39,14 @@ class FlowNetSPlus(nn.Module):
         in_ch: channels of ``cat(A, B)`` (6 for two RGB images).
         ref_ch: channels of the ``B`` image concatenated at the full-resolution level.
         plus_ch: channels of the two 7×7 SELU convs of the "+" level (16 in the paper; scaled by width).
+        flow_scale: the heads predict ``flow / flow_scale`` (FlowNet's ``div_flow``, 20 in its code): a
+            few pixels of flow then need small weights, which trains much faster from scratch. 1 = off.
     """
 
-    def __init__(self, width: float = 1.0, in_ch: int = 6, ref_ch: int = 3, plus_ch: int = 16):
+    def __init__(self, width: float = 1.0, in_ch: int = 6, ref_ch: int = 3, plus_ch: int = 16,
+                 flow_scale: float = 1.0):
         super().__init__()
+        self.flow_scale = float(flow_scale)
         c = [scaled(ch, width) for ch, _, _ in _CONTRACT]
         layers, prev = [], in_ch
         for (ch, k, s), out in zip(_CONTRACT, c):
@@ -91,4 +95,6 @@ class FlowNetSPlus(nn.Module):
             x = torch.cat((skips[level], self.deconvs[level](x), self.up_flows[level](flow)), dim=1)
         flows.append(self.head0(self.plus(x)))
         flows = flows[::-1]                                   # V0 (full), V1 (1/2), …, V6 (1/64)
+        if self.flow_scale != 1.0:
+            return [f * self.flow_scale for f in flows[:levels]]
         return flows[:levels]

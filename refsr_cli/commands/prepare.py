@@ -48,7 +48,7 @@ def _synthetic(opts: dict) -> dict:
     return prepare_synthetic(opts["out"], count=opts["count"] or 64,
                              test_count=opts["test_count"] if opts["test_count"] is not None else 8,
                              seed=opts["seed"], height=height, width=width,
-                             max_disparity=opts["max_disparity"], jobs=opts["jobs"])
+                             max_disparity=opts["max_disparity"], jobs=opts["jobs"], disparity=opts["disparity"])
 
 
 def _video(opts: dict) -> dict:
@@ -95,6 +95,8 @@ KINDS: dict[str, Callable[[dict], dict]] = {
               help="synthetic: view size  [default: 320 512].")
 @click.option("--max-disparity", type=click.FloatRange(min=0), default=20.0, show_default=True,
               help="synthetic: largest disparity (px) between views (0,0) and (7,7).")
+@click.option("--disparity", is_flag=True, default=False,
+              help="synthetic: also store every view's ground-truth disparity (for the 'flow' training loss).")
 @click.option("--gap", type=click.IntRange(min=1), default=None, help="video: frame gap k (Ref = t, target = t+k).")
 @click.option("--gaps", default=None, help="video: several gaps, e.g. 1,3,5  [default: 1,3,5].")
 @click.option("--stride", type=click.IntRange(min=1), default=1, show_default=True,
@@ -146,6 +148,8 @@ def command(kind: str, **opts) -> None:
         for name in ("count", "size"):
             if opts[name]:
                 raise RefsrError(f"--{name} applies to 'prepare synthetic' only")
+        if opts["disparity"]:
+            raise RefsrError("--disparity applies to 'prepare synthetic' only")
     result = KINDS[kind](opts)
     from refsr_cli.cli import pipeline
 
