@@ -105,13 +105,15 @@ def _render_one(part: Path, index: int, height: int, width: int) -> float:
     return mean
 
 
-def render_builtin(index: int, height: int = DEFAULT_SIZE[0], width: int = DEFAULT_SIZE[1]):
+def render_builtin(index: int, height: int = DEFAULT_SIZE[0], width: int = DEFAULT_SIZE[1],
+                   every_view: bool = False):
     """Built-in light field ``index`` as ``(views uint8 [8, 8, H, W, 3], disparity float32 [H, W])``,
-    the disparity being view (0,0)'s (see :func:`refsr_cli.synthetic.render_light_field`)."""
+    the disparity being view (0,0)'s — or every view's, ``[8, 8, H, W]``, with ``every_view`` (see
+    :func:`refsr_cli.synthetic.render_light_field`)."""
     from refsr_cli.synthetic import render_light_field
 
     return render_light_field(SYNTHETIC_SEED + index, height, width, _max_disparity(width), grid=8,
-                              return_disparity=True)
+                              return_disparity="views" if every_view else True)
 
 
 def _max_disparity(width: int) -> float:

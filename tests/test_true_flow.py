@@ -83,6 +83,20 @@ def test_prepare_disparity_writes_a_compressed_float16_dataset(disparity_store, 
         plain.disparity(0, 1, 1)
 
 
+def test_prepare_synthetic_disparity_from_the_command_line(tmp_path):
+    out = tmp_path / "syn"
+    args = ["--quiet", "prepare", "synthetic", "--out", str(out), "--count", "1", "--test-count", "1",
+            "--size", "32", "48", "--max-disparity", "4", "--disparity"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    for split in ("train", "test"):
+        store = open_store(out / f"{split}.h5")
+        assert store.has_disparity and store.disparity(0, 7, 7).shape == (32, 48)
+    # The same command again finds the stores already prepared and leaves them as they are.
+    assert CliRunner().invoke(main, args).exit_code == 0
+    assert h5py.File(out / "train.h5")["disparity"].shape == (1, 8, 8, 32, 48)
+
+
 def test_disparity_option_is_synthetic_only(tmp_path):
     (tmp_path / "src").mkdir()
     result = CliRunner().invoke(main, ["prepare", "flower", str(tmp_path / "src"), "--out", str(tmp_path / "o"),
