@@ -1,6 +1,6 @@
 """Is a flow network learning? Its supervised flow error against that of predicting no flow at all.
 
-    python benchmarks/bench_flow_learning.py runs/flow-pretraining
+    python benchmarks/bench_flow_learning.py runs/weights/crossnet_x8_flow   # after weights/train.sh crossnet 8
 
 Reads a training run that used the ``flow`` loss (``RUN/config.json``, ``RUN/log.jsonl``), rebuilds the
 exact batches of its logged iterations (training samples are a pure function of the seed and the sample

@@ -58,6 +58,7 @@ _COMMON = {
     "val_every": 5000,
     "workers": 2,
     "model_size": "paper",
+    "init": None,                  # checkpoint whose weights start the run (e.g. a flow pre-training)
     "model": {},                   # extra keyword arguments of the architecture
     "loss": {},                    # loss weights
     "stages": [],                  # multi-stage schedules: [{"until": fraction, "loss": {...}}]
@@ -308,6 +309,8 @@ def train(config: dict, out: str | os.PathLike, device: str | None = None, val: 
     milestones = [int(m * config["iters"]) for m in config["milestones"]]
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=config["gamma"])
     start, best = 0, None
+    if config.get("init") and state is None:
+        _initialise(model, config)
     if state is not None:
         model.load_state_dict(state["model"]["state_dict"])
         optimizer.load_state_dict(state["optimizer"])
@@ -400,6 +403,20 @@ def train(config: dict, out: str | os.PathLike, device: str | None = None, val: 
     if world > 1:
         dist.barrier()
     return TrainResult(run_dir, run_dir / "model.pt", iteration, best)
+
+
+def _initialise(model: nn.Module, config: dict) -> None:
+    """Start from the weights of checkpoint ``config["init"]`` (same variant and configuration)."""
+    payload = read_checkpoint(config["init"])
+    if payload["variant"] != config["variant"]:
+        raise RefsrError(f"{config['init']}: a {payload['variant']} checkpoint cannot initialise {config['variant']}")
+    own = model.state_dict()
+    weights = {k: v.to(own[k].dtype) if k in own else v for k, v in payload["state_dict"].items()}
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError:
+        raise RefsrError(f"{config['init']}: its configuration {payload['config']} does not match this run's "
+                         f"{model.config}") from None
 
 
 def _meta(config: dict, iteration: int, metrics: dict | None = None) -> dict:

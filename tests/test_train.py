@@ -151,3 +151,27 @@ def test_cuda_without_a_gpu_is_a_clean_error(tiny_lf_store, tmp_path):
     args[args.index("--device") + 1] = "cuda"
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 1 and "no CUDA GPU" in result.output and "Traceback" not in result.output
+
+
+def test_init_starts_from_a_checkpoint_and_checks_it_fits(tiny_lf_store, tmp_path):
+    runner = CliRunner()
+    first = tmp_path / "first"
+    assert runner.invoke(main, _train_args(tiny_lf_store, first, "crossnet", 2)).exit_code == 0
+    # lr 0: the second run's weights are exactly the ones it started from.
+    second = tmp_path / "second"
+    result = runner.invoke(main, _train_args(tiny_lf_store, second, "crossnet", 1,
+                                             ["--init", str(first / "model.pt"), "--lr", "0", "--seed", "5"]))
+    assert result.exit_code == 0, result.output
+    a = read_checkpoint(first / "model.pt")["state_dict"]
+    b = read_checkpoint(second / "model.pt")["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((second / "config.json").read_text())["init"] == str(first / "model.pt")
+    wrong_variant = runner.invoke(main, _train_args(tiny_lf_store, tmp_path / "w1", "crossnetpp", 1,
+                                                    ["--init", str(first / "model.pt")]))
+    assert wrong_variant.exit_code != 0 and "cannot initialise crossnetpp" in wrong_variant.output
+    other_width = tmp_path / "width.toml"
+    other_width.write_text("[model]\nwidth = 0.125\n")
+    wrong_config = runner.invoke(main, _train_args(tiny_lf_store, tmp_path / "w2", "crossnet", 1,
+                                                   ["--init", str(first / "model.pt"), "--config", str(other_width)]))
+    assert wrong_config.exit_code != 0 and "does not match" in wrong_config.output
+    assert "Traceback" not in wrong_config.output

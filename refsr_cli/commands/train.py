@@ -34,10 +34,13 @@ from refsr_cli.errors import RefsrError
               help="paper (default) or tiny (same architecture, small widths: tests, CPU demos).")
 @click.option("--vgg", type=click.Path(path_type=Path), default=None,
               help="VGG-19 weights file for Cross-MPI's perceptual loss (never downloaded).")
+@click.option("--init", type=click.Path(path_type=Path), default=None,
+              help="Start from this checkpoint's weights (same variant and configuration), e.g. a flow "
+                   "pre-training run's model.pt.")
 @click.option("--config", "config_file", type=click.Path(path_type=Path), default=None,
               help="TOML file with any option above and [model] / [loss] tables.")
 def command(variant, data, mix, scale, out, iters, batch, crop, lr, val, val_every, checkpoint_every, seed,
-            device, model_size, vgg, config_file):
+            device, model_size, vgg, init, config_file):
     """Train a network on light-field (or video) stores; resumable.
 
     Presets follow each paper (optimiser, schedule, iterations, crop, views, augmentation, loss
@@ -63,7 +66,7 @@ def command(variant, data, mix, scale, out, iters, batch, crop, lr, val, val_eve
         raise click.UsageError(f"--mix has {len(mix_weights)} weights for {len(sources)} --data stores")
     flags = dict(scale=int(scale) if scale else None, iters=iters, batch=batch, crop=list(crop) if crop else None,
                  lr=lr, val_every=val_every, checkpoint_every=checkpoint_every, seed=seed,
-                 model_size=model_size, mix=mix_weights,
+                 model_size=model_size, mix=mix_weights, init=str(init) if init else None,
                  data=[str(s) for s in sources] if sources else None)
     config = resolve_config(variant, toml, **flags)
     if vgg:
