@@ -39,8 +39,8 @@ class FlowNetSPlus(nn.Module):
         in_ch: channels of ``cat(A, B)`` (6 for two RGB images).
         ref_ch: channels of the ``B`` image concatenated at the full-resolution level.
         plus_ch: channels of the two 7×7 SELU convs of the "+" level (16 in the paper; scaled by width).
-        flow_scale: the heads predict ``flow / flow_scale`` (FlowNet's ``div_flow``, 20 in its code): a
-            few pixels of flow then need small weights, which trains much faster from scratch. 1 = off.
+        flow_scale: the heads predict ``flow / flow_scale`` (FlowNet's ``div_flow``, 20 in its code and in
+            the shipped CrossNet ×8); outputs are in pixels either way. 1 = off, as the CrossNet paper.
     """
 
     def __init__(self, width: float = 1.0, in_ch: int = 6, ref_ch: int = 3, plus_ch: int = 16,
