@@ -69,13 +69,15 @@ def _produce_synthetic(task: Task, crop):
     from refsr_cli.synthetic import render_light_field  # written separately; imported only when used
 
     p = task.params
+    with_disparity = bool(p.get("disparity"))
     rendered = render_light_field(p["seed"], height=p["height"], width=p["width"], max_disparity=p["max_disparity"],
-                                  **p.get("options", {}), **({"return_disparity": "views"} if p.get("disparity") else {}))
-    views = np.asarray(rendered[0] if p.get("disparity") else rendered)
+                                  **p.get("options", {}), **({"return_disparity": "views"} if with_disparity else {}))
+    views, disparity = rendered if with_disparity else (rendered, None)
+    views = np.asarray(views)
     expected = (lightfield.GRID, lightfield.GRID, p["height"], p["width"], 3)
     if views.dtype != np.uint8 or views.shape != expected:
         raise RefsrError(f"{task.name}: renderer returned {views.dtype} {views.shape}, expected uint8 {expected}")
-    return (views, rendered[1]) if p.get("disparity") else views
+    return (views, disparity) if with_disparity else views
 
 
 PRODUCERS: dict[str, Callable[[Task, tuple | None], np.ndarray | tuple]] = {

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from refsr_cli import console, losses
 from refsr_cli.archs import build_model, spec
-from refsr_cli.checkpoint import checkpoint_dict, read_checkpoint, save_checkpoint
+from refsr_cli.checkpoint import checkpoint_dict, load_model, read_checkpoint, save_checkpoint
 from refsr_cli.errors import RefsrError
 from refsr_cli.image_io import atomic_write
 
@@ -407,16 +407,15 @@ def train(config: dict, out: str | os.PathLike, device: str | None = None, val: 
 
 def _initialise(model: nn.Module, config: dict) -> None:
     """Start from the weights of checkpoint ``config["init"]`` (same variant and configuration)."""
-    payload = read_checkpoint(config["init"])
+    source, payload = load_model(config["init"])
     if payload["variant"] != config["variant"]:
         raise RefsrError(f"{config['init']}: a {payload['variant']} checkpoint cannot initialise {config['variant']}")
-    own = model.state_dict()
-    weights = {k: v.to(own[k].dtype) if k in own else v for k, v in payload["state_dict"].items()}
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError:
-        raise RefsrError(f"{config['init']}: its configuration {payload['config']} does not match this run's "
-                         f"{model.config}") from None
+    # Compare configurations, not only tensor shapes: flow_scale, sisr or global_residual change what the
+    # same weights mean.
+    if source.config != model.config:
+        raise RefsrError(f"{config['init']}: its configuration {source.config} does not match this run's "
+                         f"{model.config}")
+    model.load_state_dict(source.state_dict())
 
 
 def _meta(config: dict, iteration: int, metrics: dict | None = None) -> dict:

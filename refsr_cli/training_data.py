@@ -70,7 +70,7 @@ class TrainingSamples(Dataset):
         self.seed = int(seed)
         self.landmarks = landmark_cache
         self.flow = bool(flow)
-        if self.flow and not any(getattr(getattr(src, "store", None), "has_disparity", False) for src in sources):
+        if self.flow and not any(_has_disparity(src) for src in sources):
             raise RefsrError("the 'flow' loss needs ground-truth disparity: a store made with "
                              "'refsr prepare synthetic --disparity'")
 
@@ -89,8 +89,8 @@ class TrainingSamples(Dataset):
             sample["baseline"] = baseline
         if self.landmarks is not None:
             sample["landmarks"] = self._landmarks(s, source, index, geometry, hr.shape[-2:])
-        if self.flow and getattr(getattr(source, "store", None), "has_disparity", False):
-            sample["flow"] = true_flow(source.store, index, geometry, hr.shape[-2:])
+        if self.flow and _has_disparity(source):
+            sample["flow"] = true_flow(source, index, geometry, hr.shape[-2:])
         return sample
 
     def _landmarks(self, s, source, index, geometry, size):
@@ -129,27 +129,29 @@ def _baseline(source, geometry) -> torch.Tensor | None:
     return torch.tensor([bx, by], dtype=torch.float32)
 
 
-def true_flow(store, index: int, geometry: dict, size: tuple[int, int]) -> torch.Tensor:
+def _has_disparity(source) -> bool:
+    """Whether a source's store carries ground-truth disparity (video stores never do)."""
+    return getattr(getattr(source, "store", None), "has_disparity", False)
+
+
+def true_flow(source, index: int, geometry: dict, size: tuple[int, int]) -> torch.Tensor:
     """Ground-truth backward flow ``2×H×W`` from a sample's HR crop to its Ref crop.
 
-    Pixel ``p`` of view ``(r, c)`` shows the point at ``p + d(p)·(c − c0, r − r0)/(G − 1)`` of view
-    ``(r0, c0)`` (``d``: the stored disparity of view ``(r, c)``). The Ref crop starts ``(dx, dy)`` further
-    than the HR crop (parallax shift), which subtracts from the flow; a flip mirrors the map and negates
-    that component.
+    Pixel ``p`` of the LR view shows the point at ``p + d(p)·b`` of Ref, ``b`` the sample's baseline
+    (:func:`_baseline`, already mirrored by the flips) and ``d`` the stored disparity of the LR view. The
+    Ref crop starts ``(dx, dy)`` further than the HR crop (parallax shift), which subtracts from the flow;
+    a flip mirrors the map and that component of the shift.
     """
-    (r, c), (r0, c0) = geometry["lr_view"], geometry["ref_view"]
-    rows, cols = store.grid
+    flip_x, flip_y = bool(geometry.get("flip_x")), bool(geometry.get("flip_y"))
     h, w = size
     x0, y0 = geometry["x0"], geometry["y0"]
-    d = torch.from_numpy(store.disparity(index, r, c)[y0:y0 + h, x0:x0 + w])
-    flow = torch.stack((d * ((c - c0) / (cols - 1)) - geometry["dx"], d * ((r - r0) / (rows - 1)) - geometry["dy"]))
-    if geometry.get("flip_x"):
-        flow = flow.flip(-1)
-        flow[0].neg_()
-    if geometry.get("flip_y"):
-        flow = flow.flip(-2)
-        flow[1].neg_()
-    return flow.contiguous()
+    d = torch.from_numpy(source.store.disparity(index, *geometry["lr_view"])[y0:y0 + h, x0:x0 + w])
+    dims = [dim for dim, flipped in ((-1, flip_x), (-2, flip_y)) if flipped]
+    if dims:
+        d = d.flip(dims)
+    shift = torch.tensor([-geometry["dx"] if flip_x else geometry["dx"], -geometry["dy"] if flip_y else geometry["dy"]],
+                         dtype=torch.float32)
+    return (d[None] * _baseline(source, geometry)[:, None, None] - shift[:, None, None]).contiguous()
 
 
 def collate(samples: list[dict]) -> dict:

@@ -175,3 +175,9 @@ def test_init_starts_from_a_checkpoint_and_checks_it_fits(tiny_lf_store, tmp_pat
                                                    ["--init", str(first / "model.pt"), "--config", str(other_width)]))
     assert wrong_config.exit_code != 0 and "does not match" in wrong_config.output
     assert "Traceback" not in wrong_config.output
+    # Same tensor shapes, other meaning: the flow heads' scale.
+    other_scale = tmp_path / "scale.toml"
+    other_scale.write_text("[model]\nflow_scale = 20.0\n")
+    wrong_scale = runner.invoke(main, _train_args(tiny_lf_store, tmp_path / "w3", "crossnet", 1,
+                                                  ["--init", str(first / "model.pt"), "--config", str(other_scale)]))
+    assert wrong_scale.exit_code != 0 and "does not match" in wrong_scale.output
