@@ -406,16 +406,33 @@ def train(config: dict, out: str | os.PathLike, device: str | None = None, val: 
 
 
 def _initialise(model: nn.Module, config: dict) -> None:
-    """Start from the weights of checkpoint ``config["init"]`` (same variant and configuration)."""
+    """Start from the weights of checkpoint ``config["init"]``: the same variant, or one the architecture
+    names in its ``init_from`` table (e.g. CrossNet++ from CrossNet), with the same configuration."""
     source, payload = load_model(config["init"])
-    if payload["variant"] != config["variant"]:
+    same = payload["variant"] == config["variant"]
+    rename = {} if same else getattr(model, "init_from", {}).get(payload["variant"])
+    if rename is None:
         raise RefsrError(f"{config['init']}: a {payload['variant']} checkpoint cannot initialise {config['variant']}")
     # Compare configurations, not only tensor shapes: flow_scale, sisr or global_residual change what the
     # same weights mean.
     if source.config != model.config:
         raise RefsrError(f"{config['init']}: its configuration {source.config} does not match this run's "
                          f"{model.config}")
-    model.load_state_dict(source.state_dict())
+    model.load_state_dict(renamed_state(source.state_dict(), model.state_dict().keys(), rename))
+
+
+def renamed_state(source: dict, target_keys, rename: dict[str, str]) -> dict:
+    """The target's state dict filled from ``source``: a target key under module ``t`` of ``rename``
+    (``{target module: source module}``) reads the same key under the source module, every other key
+    reads itself. Every target key must be found (``load_state_dict`` then checks the shapes)."""
+    state = {}
+    for key in target_keys:
+        module, _, rest = key.partition(".")
+        source_key = f"{rename[module]}.{rest}" if module in rename else key
+        if source_key not in source:
+            raise RefsrError(f"initialisation: {key} has no counterpart ({source_key}) in the source checkpoint")
+        state[key] = source[source_key]
+    return state
 
 
 def _meta(config: dict, iteration: int, metrics: dict | None = None) -> dict:

@@ -166,9 +166,9 @@ def test_init_starts_from_a_checkpoint_and_checks_it_fits(tiny_lf_store, tmp_pat
     b = read_checkpoint(second / "model.pt")["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert json.loads((second / "config.json").read_text())["init"] == str(first / "model.pt")
-    wrong_variant = runner.invoke(main, _train_args(tiny_lf_store, tmp_path / "w1", "crossnetpp", 1,
+    wrong_variant = runner.invoke(main, _train_args(tiny_lf_store, tmp_path / "w1", "mdsr", 1,
                                                     ["--init", str(first / "model.pt")]))
-    assert wrong_variant.exit_code != 0 and "cannot initialise crossnetpp" in wrong_variant.output
+    assert wrong_variant.exit_code != 0 and "cannot initialise mdsr" in wrong_variant.output
     other_width = tmp_path / "width.toml"
     other_width.write_text("[model]\nwidth = 0.125\n")
     wrong_config = runner.invoke(main, _train_args(tiny_lf_store, tmp_path / "w2", "crossnet", 1,
@@ -181,3 +181,22 @@ def test_init_starts_from_a_checkpoint_and_checks_it_fits(tiny_lf_store, tmp_pat
     wrong_scale = runner.invoke(main, _train_args(tiny_lf_store, tmp_path / "w3", "crossnet", 1,
                                                   ["--init", str(first / "model.pt"), "--config", str(other_scale)]))
     assert wrong_scale.exit_code != 0 and "does not match" in wrong_scale.output
+
+
+def test_crossnetpp_starts_from_a_crossnet_checkpoint(tiny_lf_store, tmp_path):
+    runner = CliRunner()
+    first = tmp_path / "crossnet"
+    assert runner.invoke(main, _train_args(tiny_lf_store, first, "crossnet", 2)).exit_code == 0
+    second = tmp_path / "crossnetpp"
+    result = runner.invoke(main, _train_args(tiny_lf_store, second, "crossnetpp", 1,
+                                             ["--init", str(first / "model.pt"), "--lr", "0"]))
+    assert result.exit_code == 0, result.output
+    a = read_checkpoint(first / "model.pt")["state_dict"]
+    b = read_checkpoint(second / "model.pt")["state_dict"]
+    # Both flow networks are CrossNet's, the shared encoder is CrossNet's Ref encoder, the decoder is its decoder.
+    expected = {"flownet1": "flownet", "flownet2": "flownet", "encoder": "encoder_ref", "decoder": "decoder"}
+    for key, value in b.items():
+        module, _, rest = key.partition(".")
+        assert torch.equal(value, a[f"{expected[module]}.{rest}"]), key
+    # The two CrossNet encoders differ, so the check above tells which one the shared encoder came from.
+    assert any(not torch.equal(a[k], a["encoder_ref." + k.partition(".")[2]]) for k in a if k.startswith("encoder_lr."))

@@ -37,6 +37,12 @@ class CrossNetPP(_CrossNetBase):
     ``"flows"`` ([V2⁰…V2³]), ``"warped"`` (Ref̂ warped by V2⁰) and ``"lr_up"``.
     """
 
+    # `refsr train --init` from a CrossNet checkpoint of the same configuration: both flow networks start
+    # as CrossNet's (Flow₂ then sees an already aligned Ref̂), the shared encoder as CrossNet's Ref
+    # encoder, the decoder as CrossNet's. Measured on the weights-syn validation views at ×8: 27.99 dB
+    # before any training (with CrossNet's LR encoder instead: 24.47 dB).
+    init_from = {"crossnet": {"flownet1": "flownet", "flownet2": "flownet", "encoder": "encoder_ref"}}
+
     def __init__(self, width: float = 1.0, features: int = 64, sisr: str = "bicubic",
                  sisr_config: dict | None = None, global_residual: bool = True, flow_scale: float = 1.0):
         super().__init__(width, features, sisr, sisr_config, global_residual, flow_scale)
