@@ -377,6 +377,32 @@ def ccnet_pseudo_offsets(aux: dict, target: torch.Tensor, source: torch.Tensor) 
     return cost.argmin(1)
 
 
+@torch.no_grad()
+def ccnet_true_targets(aux: dict, target_offsets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Candidate index ``N×Gy×Gx`` of the true match of each patch, and where it is usable (``N×Gy×Gx`` bool).
+
+    ``target_offsets``: ``N×2×Gy×Gx`` offsets (x, y, HR px) per patch centre, or a dense backward flow
+    ``N×2×H×W`` (``LR(p) = Ref(p + V(p))``, e.g. a training sample's true flow) sampled at the centres.
+    Snapped to the nearest candidate; unusable where it falls outside the search window or outside Ref.
+    """
+    logits, offsets = aux["match_logits"], aux["match_offsets"]
+    n, k, gy, gx = logits.shape
+    t = target_offsets.to(logits.dtype)
+    if tuple(t.shape[-2:]) != (gy, gx):
+        centers = aux["match_centers"]
+        t = t[:, :, centers[1], centers[0]]                              # N×2×Gy×Gx
+    step = float(offsets[1, 0] - offsets[0, 0]) if k > 1 else 1.0
+    radius = float(-offsets[0, 0])
+    side = int(round(_math.sqrt(k)))
+    ix = torch.round((t[:, 0] + radius) / step).long()
+    iy = torch.round((t[:, 1] + radius) / step).long()
+    inside = (ix >= 0) & (ix < side) & (iy >= 0) & (iy < side)
+    index = (iy.clamp(0, side - 1) * side + ix.clamp(0, side - 1))
+    valid = aux["match_valid"].unsqueeze(0).expand(n, -1, -1, -1)
+    inside &= torch.gather(valid, 1, index.unsqueeze(1)).squeeze(1)
+    return index, inside
+
+
 def ccnet_loss(aux: dict, target_offsets: torch.Tensor | None = None, hr: torch.Tensor | None = None
                ) -> torch.Tensor:
     """CC-Net's classification loss: cross-entropy of the 2-D softmax over the search window.
@@ -386,9 +412,7 @@ def ccnet_loss(aux: dict, target_offsets: torch.Tensor | None = None, hr: torch.
     ``"scale"``.
 
     The true match of each patch comes from, in order of preference:
-      * ``target_offsets``: ``N×2×Gy×Gx`` offsets (x, y, HR px) per patch centre, or a dense backward flow
-        ``N×2×H×W`` (``LR(p) = Ref(p + V(p))``) sampled at the centres; snapped to the nearest candidate,
-        ignored where it falls outside the window or outside Ref;
+      * ``target_offsets``: true offsets or a dense true backward flow (:func:`ccnet_true_targets`);
       * ``hr`` (``N×3×H×W``, the ground truth of the LR view): the candidate whose Ref window best matches the
         HR window (exhaustive SSD, :func:`ccnet_pseudo_offsets`);
       * neither: the candidate whose blurred Ref window (``Ref ↓s ↑s``) best matches ``LR↑`` — the classic
@@ -396,22 +420,8 @@ def ccnet_loss(aux: dict, target_offsets: torch.Tensor | None = None, hr: torch.
     Returns the mean cross-entropy over patches with a valid target (0 with a graph if there are none).
     """
     logits = aux["match_logits"]
-    n, k, gy, gx = logits.shape
-    offsets = aux["match_offsets"]
     if target_offsets is not None:
-        t = target_offsets.to(logits.dtype)
-        if tuple(t.shape[-2:]) != (gy, gx):
-            centers = aux["match_centers"]
-            t = t[:, :, centers[1], centers[0]]                          # N×2×Gy×Gx
-        step = float(offsets[1, 0] - offsets[0, 0]) if k > 1 else 1.0
-        radius = float(-offsets[0, 0])
-        side = int(round(_math.sqrt(k)))
-        ix = torch.round((t[:, 0] + radius) / step).long()
-        iy = torch.round((t[:, 1] + radius) / step).long()
-        inside = (ix >= 0) & (ix < side) & (iy >= 0) & (iy < side)
-        index = (iy.clamp(0, side - 1) * side + ix.clamp(0, side - 1))
-        valid = aux["match_valid"].unsqueeze(0).expand(n, -1, -1, -1)
-        inside &= torch.gather(valid, 1, index.unsqueeze(1)).squeeze(1)
+        index, inside = ccnet_true_targets(aux, target_offsets)
     else:
         if hr is not None:
             index = ccnet_pseudo_offsets(aux, hr, aux["ref"])

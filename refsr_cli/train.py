@@ -125,8 +125,9 @@ def resolve_config(variant: str, toml: dict | None = None, **flags) -> dict:
                 config[key] = value
     if config["model_size"] not in ("paper", "tiny"):
         raise RefsrError(f"model_size must be 'paper' or 'tiny', not {config['model_size']!r}")
-    if uses_loss(config, "flow") and variant not in ("crossnet", "crossnetpp"):
-        raise RefsrError(f"the 'flow' loss supervises CrossNet / CrossNet++ flows; {variant} has none")
+    if uses_loss(config, "flow") and variant not in ("crossnet", "crossnetpp", "refsrnet"):
+        raise RefsrError(f"the 'flow' loss supervises CrossNet / CrossNet++ flows and RefSR-Net's matches; "
+                         f"{variant} has neither")
     crop = config["crop"]
     if crop is not None:
         crop = [int(c) for c in crop]
@@ -173,10 +174,14 @@ def compute_loss(variant: str, weights: dict, sr, aux, batch, perceptual=None) -
     if weights.get("warping") and warped is not None:
         terms["warping"] = losses.warping_loss(warped, hr)
     if weights.get("flow") and "flow" in batch:
-        # The flows that point at Ref itself: CrossNet's V0…V3, CrossNet++'s first stage V1⁰ (its second
-        # stage aligns Ref̂, whose true flow is not known).
-        predicted = [aux["flow_stage1"]] if "flow_stage1" in aux else aux["flows"]
-        terms["flow"] = losses.flow_loss(predicted, batch["flow"])
+        if variant == "refsrnet":
+            # CC-Net's match distribution classified against the true offset at each patch centre.
+            terms["flow"] = losses.ccnet_loss(aux, batch["flow"])
+        else:
+            # The flows that point at Ref itself: CrossNet's V0…V3, CrossNet++'s first stage V1⁰ (its
+            # second stage aligns Ref̂, whose true flow is not known).
+            predicted = [aux["flow_stage1"]] if "flow_stage1" in aux else aux["flows"]
+            terms["flow"] = losses.flow_loss(predicted, batch["flow"])
     if weights.get("landmark") and "landmarks" in batch and "flow_stage1" in aux:
         terms["landmark"] = losses.landmark_loss(aux["flow_stage1"], *batch["landmarks"])
     if variant == "crossmpi":
@@ -185,7 +190,7 @@ def compute_loss(variant: str, weights: dict, sr, aux, batch, perceptual=None) -
             if weights.get(name) and name in parts:
                 terms[name] = parts[name]
     if weights.get("ccnet") and variant == "refsrnet":
-        terms["ccnet"] = losses.ccnet_loss(aux, batch.get("offsets"), hr=hr)
+        terms["ccnet"] = losses.ccnet_loss(aux, hr=hr)
     total = sum(weights[name] * value for name, value in terms.items())
     if not isinstance(total, torch.Tensor):
         raise RefsrError(f"no loss term of {variant} is active (weights {weights})")

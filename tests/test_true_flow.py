@@ -154,17 +154,18 @@ def test_flow_loss_is_zero_for_the_true_flow_at_every_scale_and_counts_hr_pixels
     assert flow.grad is not None and (flow.grad < 0).all()
 
 
-@pytest.mark.parametrize("variant,supervised", [("crossnet", "flownet."), ("crossnetpp", "flownet1.")])
+@pytest.mark.parametrize("variant,supervised", [("crossnet", "flownet."), ("crossnetpp", "flownet1."),
+                                                ("refsrnet", "ccnet.")])
 def test_the_flow_loss_trains_exactly_the_flow_network_that_points_at_ref(disparity_store, tmp_path, variant,
                                                                           supervised):
-    from refsr_cli.archs import build_model
+    from refsr_cli.archs import build_model, spec
     from refsr_cli.checkpoint import read_checkpoint
 
     out = tmp_path / variant
     config = tmp_path / "flow.toml"
     # Only the flow term (CrossNet++'s preset stages would switch it off at first).
     config.write_text('stages = []\nviews = "diagonal"\nlog_every = 2\n'
-                      "[loss]\nflow = 1.0\ncharbonnier = 0.0\nwarping = 0.0\nlandmark = 0.0\n")
+                      "[loss]\nflow = 1.0\ncharbonnier = 0.0\nwarping = 0.0\nlandmark = 0.0\nl1 = 0.0\nccnet = 0.0\n")
     args = ["--quiet", "train", "--variant", variant, "--data", str(disparity_store), "--out", str(out),
             "--iters", "4", "--model-size", "tiny", "--crop", "64", "64", "--batch", "2", "--scale", "4",
             "--device", "cpu", "--config", str(config), "--seed", "0"]
@@ -174,7 +175,7 @@ def test_the_flow_loss_trains_exactly_the_flow_network_that_points_at_ref(dispar
     flows = [r["flow"] for r in log if "flow" in r]
     assert len(flows) == 2 and all(0 < v < 50 for v in flows)
     torch.manual_seed(0)     # the trainer's initialisation with --seed 0
-    initial = build_model(variant, width=0.0625, features=8).state_dict()
+    initial = build_model(variant, **spec(variant).tiny).state_dict()
     trained = read_checkpoint(out / "model.pt")["state_dict"]
     changed = {k for k in trained if k in initial and not torch.equal(trained[k].float(), initial[k].float())}
     assert changed and all(k.startswith(supervised) for k in changed), sorted(changed)[:5]
@@ -186,3 +187,31 @@ def test_flow_loss_on_a_variant_without_flows_is_a_clean_error(disparity_store, 
     result = CliRunner().invoke(main, ["train", "--variant", "mdsr", "--data", str(disparity_store), "--out",
                                        str(tmp_path / "run"), "--iters", "1", "--config", str(config)])
     assert result.exit_code != 0 and "'flow' loss" in result.output and "Traceback" not in result.output
+
+
+def test_refsrnet_match_targets_from_the_true_flow_agree_with_the_exhaustive_hr_search(disparity_store):
+    """RefSR-Net's ``flow`` term classifies CC-Net's matches against the true flow: the candidate it picks
+    must be the one whose Ref window matches the HR window (the ``ccnet`` term's target), and not with the
+    flow's sign reversed."""
+    from refsr_cli.archs import build_model, spec
+    from refsr_cli.losses import ccnet_pseudo_offsets, ccnet_true_targets
+    from refsr_cli.training_data import collate, open_training_data
+
+    data = open_training_data([str(disparity_store)], scale=4, crop=(64, 96), views="diagonal", ref_view=(0, 0),
+                              parallax_shift=0, flips=True, seed=3, flow=True)
+    batch = collate([data[g] for g in range(8)])
+    model = build_model("refsrnet", **{**spec("refsrnet").tiny, "search_step": 1})
+    with torch.no_grad():
+        _, aux = model(batch["lr"], batch["ref"], 4)
+    pseudo = ccnet_pseudo_offsets(aux, batch["hr"], batch["ref"])
+    side = int(round(math.sqrt(aux["match_offsets"].shape[0])))
+
+    def agreement(flow):
+        index, usable = ccnet_true_targets(aux, flow)
+        near = ((index % side - pseudo % side).abs() <= 1) & ((index // side - pseudo // side).abs() <= 1)
+        moving = flow[:, :, aux["match_centers"][1], aux["match_centers"][0]].abs().amax(1) >= 2
+        return float(near[usable & moving].float().mean()), int((usable & moving).sum())
+
+    right, n = agreement(batch["flow"])
+    wrong, _ = agreement(-batch["flow"])
+    assert n >= 20 and right >= 0.8 and wrong <= 0.3, (right, wrong, n)
