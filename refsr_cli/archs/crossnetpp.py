@@ -38,9 +38,9 @@ class CrossNetPP(_CrossNetBase):
     """
 
     # `refsr train --init` from a CrossNet checkpoint of the same configuration: both flow networks start
-    # as CrossNet's (Flow₂ then sees an already aligned Ref̂), the shared encoder as CrossNet's Ref
-    # encoder, the decoder as CrossNet's. Measured on the weights-syn validation views at ×8: 27.99 dB
-    # before any training (with CrossNet's LR encoder instead: 24.47 dB).
+    # as CrossNet's (Flow₂ then sees an already aligned Ref̂), the decoder as CrossNet's, and the shared
+    # encoder as CrossNet's Ref encoder — before any training that kept far more of CrossNet's validation
+    # PSNR than its LR encoder did (weights/README.md).
     init_from = {"crossnet": {"flownet1": "flownet", "flownet2": "flownet", "encoder": "encoder_ref"}}
 
     def __init__(self, width: float = 1.0, features: int = 64, sisr: str = "bicubic",
