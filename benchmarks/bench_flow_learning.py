@@ -41,6 +41,9 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=1000, help="iterations per printed row")
     args = parser.parse_args()
     config = json.loads((args.run / "config.json").read_text())
+    if config["variant"] not in ("crossnet", "crossnetpp"):
+        # RefSR-Net's flow term is a cross-entropy over match candidates, not an end-point error.
+        sys.exit(f"{args.run}: a {config['variant']} run; this compares CrossNet / CrossNet++ flow end-point errors")
     # The same samples; the true flow switched on, CrossNet++'s SIFT landmarks (not needed here) off.
     dataset = training_dataset({**config, "loss": {**config["loss"], "flow": 1.0, "landmark": 0}})
     logged = [json.loads(line) for line in (args.run / "log.jsonl").read_text().splitlines() if line.strip()]
