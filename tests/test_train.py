@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -153,17 +154,28 @@ def test_cuda_without_a_gpu_is_a_clean_error(tiny_lf_store, tmp_path):
     assert result.exit_code == 1 and "no CUDA GPU" in result.output and "Traceback" not in result.output
 
 
-def test_init_starts_from_a_checkpoint_and_checks_it_fits(tiny_lf_store, tmp_path):
+@pytest.fixture(scope="module")
+def crossnet_run(tiny_lf_store, tmp_path_factory):
+    """A 2-iteration tiny CrossNet run folder, the source of the --init tests."""
+    out = tmp_path_factory.mktemp("init-source") / "crossnet"
+    assert CliRunner().invoke(main, _train_args(tiny_lf_store, out, "crossnet", 2)).exit_code == 0
+    return out
+
+
+def _started_from(store, source: Path, out: Path, variant: str, extra=()) -> tuple[dict, dict]:
+    """Run one iteration at lr 0 from ``source``'s weights; the source's and the run's state dicts."""
+    result = CliRunner().invoke(main, _train_args(store, out, variant, 1,
+                                                  ["--init", str(source / "model.pt"), "--lr", "0", *extra]))
+    assert result.exit_code == 0, result.output
+    return read_checkpoint(source / "model.pt")["state_dict"], read_checkpoint(out / "model.pt")["state_dict"]
+
+
+def test_init_starts_from_a_checkpoint_and_checks_it_fits(tiny_lf_store, crossnet_run, tmp_path):
     runner = CliRunner()
-    first = tmp_path / "first"
-    assert runner.invoke(main, _train_args(tiny_lf_store, first, "crossnet", 2)).exit_code == 0
+    first = crossnet_run
     # lr 0: the second run's weights are exactly the ones it started from.
     second = tmp_path / "second"
-    result = runner.invoke(main, _train_args(tiny_lf_store, second, "crossnet", 1,
-                                             ["--init", str(first / "model.pt"), "--lr", "0", "--seed", "5"]))
-    assert result.exit_code == 0, result.output
-    a = read_checkpoint(first / "model.pt")["state_dict"]
-    b = read_checkpoint(second / "model.pt")["state_dict"]
+    a, b = _started_from(tiny_lf_store, first, second, "crossnet", ["--seed", "5"])
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert json.loads((second / "config.json").read_text())["init"] == str(first / "model.pt")
     wrong_variant = runner.invoke(main, _train_args(tiny_lf_store, tmp_path / "w1", "mdsr", 1,
@@ -183,16 +195,8 @@ def test_init_starts_from_a_checkpoint_and_checks_it_fits(tiny_lf_store, tmp_pat
     assert wrong_scale.exit_code != 0 and "does not match" in wrong_scale.output
 
 
-def test_crossnetpp_starts_from_a_crossnet_checkpoint(tiny_lf_store, tmp_path):
-    runner = CliRunner()
-    first = tmp_path / "crossnet"
-    assert runner.invoke(main, _train_args(tiny_lf_store, first, "crossnet", 2)).exit_code == 0
-    second = tmp_path / "crossnetpp"
-    result = runner.invoke(main, _train_args(tiny_lf_store, second, "crossnetpp", 1,
-                                             ["--init", str(first / "model.pt"), "--lr", "0"]))
-    assert result.exit_code == 0, result.output
-    a = read_checkpoint(first / "model.pt")["state_dict"]
-    b = read_checkpoint(second / "model.pt")["state_dict"]
+def test_crossnetpp_starts_from_a_crossnet_checkpoint(tiny_lf_store, crossnet_run, tmp_path):
+    a, b = _started_from(tiny_lf_store, crossnet_run, tmp_path / "crossnetpp", "crossnetpp")
     # Both flow networks are CrossNet's, the shared encoder is CrossNet's Ref encoder, the decoder is its decoder.
     expected = {"flownet1": "flownet", "flownet2": "flownet", "encoder": "encoder_ref", "decoder": "decoder"}
     for key, value in b.items():
