@@ -6,7 +6,10 @@
 # Training: weights/recipes/VARIANT_xSCALE.toml, else VARIANT.toml (a CPU-sized configuration of the
 # paper's architecture), run folder runs/weights/VARIANT_xSCALE (rerunning resumes). Where an earlier-stage
 # recipe VARIANT_xSCALE_flow.toml (flow pre-training) exists, it runs first, into
-# runs/weights/VARIANT_xSCALE_flow, and the main run starts from its weights. Export: float16 weights (float32 for three, see below) + model card.
+# runs/weights/VARIANT_xSCALE_flow, and the main run starts from its weights. A recipe's `init` starts it
+# from another shipped checkpoint, so some depend on others: crossnet 8 → crossnetpp 8 → crossnetpp 4,
+# crossnet 8 → crossnet 4, refsrnet 8 → refsrnet 4. Export: float16 weights (float32 where float16 moved
+# the bench PSNR, see below) + model card.
 set -euo pipefail
 variant=${1:?usage: weights/train.sh VARIANT SCALE}
 scale=${2:?usage: weights/train.sh VARIANT SCALE}
@@ -29,7 +32,7 @@ $refsr train --variant "$variant" --scale "$scale" --data $data/train.h5 --val $
   --config "$recipe" --out "$run" --device cpu "${init[@]}"
 wall=$(( $(date +%s) - start ))
 # float32 where float16 moved the built-in bench PSNR by 0.001 dB or more (weights/README.md), else float16.
-case "${variant}_x${scale}" in crossmpi_x8|refsrnet_x8|crossnet_x8) half=0 ;; *) half=1 ;; esac
+case "${variant}_x${scale}" in crossmpi_x8|refsrnet_x8|crossnet_x8|crossnet_x4|refsrnet_x4) half=0 ;; *) half=1 ;; esac
 $python - "$variant" "$scale" "$run" "$wall" "$half" <<'PY'
 import json, os, platform, sys
 import torch

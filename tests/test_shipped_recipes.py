@@ -1,0 +1,58 @@
+"""Each shipped checkpoint is reproducible from its recipe: ``weights/train.sh V S`` picks
+``weights/recipes/V_xS.toml`` (else ``V.toml``); that recipe must build the architecture the checkpoint
+holds, match the schedule its card records, and start (``init``) from a shipped checkpoint it can load."""
+import json
+from pathlib import Path
+
+import pytest
+
+from refsr_cli.archs import build_model
+from refsr_cli.checkpoint import load_model, read_checkpoint
+from refsr_cli.train import load_toml, model_kwargs, resolve_config
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = sorted((ROOT / "weights").glob("*_x[48].pt"))
+# The schedule a recipe fixes; the card's train_config must agree on all of them.
+SCHEDULE = ("iters", "batch", "crop", "lr", "milestones", "gamma", "views", "parallax_shift", "loss", "stages")
+
+
+def _recipe(checkpoint: Path) -> Path:
+    variant, scale = checkpoint.stem.rsplit("_x", 1)
+    specific = ROOT / "weights" / "recipes" / f"{variant}_x{scale}.toml"
+    return specific if specific.exists() else ROOT / "weights" / "recipes" / f"{variant}.toml"
+
+
+def _resolved(checkpoint: Path) -> dict:
+    variant, scale = checkpoint.stem.rsplit("_x", 1)
+    return resolve_config(variant, load_toml(_recipe(checkpoint)), scale=int(scale))
+
+
+def test_every_variant_and_scale_is_shipped():
+    assert {p.stem for p in SHIPPED} == {f"{v}_x{s}" for v in ("crossnet", "crossnetpp", "crossmpi", "refsrnet", "mdsr")
+                                         for s in (4, 8)}
+
+
+@pytest.mark.parametrize("checkpoint", SHIPPED, ids=lambda p: p.stem)
+def test_recipe_builds_the_shipped_architecture(checkpoint):
+    config = _resolved(checkpoint)
+    model = build_model(config["variant"], **model_kwargs(config))
+    assert model.config == read_checkpoint(checkpoint)["config"]
+
+
+@pytest.mark.parametrize("checkpoint", SHIPPED, ids=lambda p: p.stem)
+def test_card_records_the_recipe_schedule(checkpoint):
+    config = _resolved(checkpoint)
+    card = json.loads(checkpoint.with_suffix(".json").read_text())["train_config"]
+    differing = {k: (card.get(k), config.get(k)) for k in SCHEDULE if card.get(k) != config.get(k)}
+    assert not differing, f"{checkpoint.name}: card vs {_recipe(checkpoint).name}: {differing}"
+
+
+@pytest.mark.parametrize("checkpoint", [p for p in SHIPPED if _resolved(p).get("init")], ids=lambda p: p.stem)
+def test_recipe_init_is_a_compatible_shipped_checkpoint(checkpoint):
+    config = _resolved(checkpoint)
+    source = ROOT / config["init"]
+    assert source.parent == ROOT / "weights" and source.is_file()
+    model = build_model(config["variant"], **model_kwargs(config))
+    source_model, payload = load_model(source)
+    assert source_model.config == model.config
+    assert payload["variant"] == config["variant"] or payload["variant"] in model.init_from
