@@ -315,7 +315,7 @@ def train(config: dict, out: str | os.PathLike, device: str | None = None, val: 
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=config["gamma"])
     start, best = 0, None
     if config.get("init") and state is None:
-        _initialise(model, config)
+        initialise(model, config)
     if state is not None:
         model.load_state_dict(state["model"]["state_dict"])
         optimizer.load_state_dict(state["optimizer"])
@@ -410,7 +410,7 @@ def train(config: dict, out: str | os.PathLike, device: str | None = None, val: 
     return TrainResult(run_dir, run_dir / "model.pt", iteration, best)
 
 
-def _initialise(model: nn.Module, config: dict) -> None:
+def initialise(model: nn.Module, config: dict) -> None:
     """Start from the weights of checkpoint ``config["init"]``: the same variant, or one the architecture
     names in its ``init_from`` table (e.g. CrossNet++ from CrossNet), with the same configuration."""
     source, payload = load_model(config["init"])
