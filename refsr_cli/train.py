@@ -33,6 +33,7 @@ from refsr_cli.archs import build_model, spec
 from refsr_cli.checkpoint import checkpoint_dict, load_model, read_checkpoint, save_checkpoint
 from refsr_cli.errors import RefsrError
 from refsr_cli.image_io import atomic_write
+from refsr_cli.plateau import CONVERGED, DROP, PlateauRule
 
 # ------------------------------------------------------------------------------------------------
 # Presets: what each paper trained with. Flags and --config override these.
@@ -62,6 +63,7 @@ _COMMON = {
     "model": {},                   # extra keyword arguments of the architecture
     "loss": {},                    # loss weights
     "stages": [],                  # multi-stage schedules: [{"until": fraction, "loss": {...}}]
+    "plateau": None,               # stop at a validation plateau (refsr_cli.plateau); needs --val
 }
 
 PRESETS: dict[str, dict] = {
@@ -128,6 +130,7 @@ def resolve_config(variant: str, toml: dict | None = None, **flags) -> dict:
     if uses_loss(config, "flow") and variant not in ("crossnet", "crossnetpp", "refsrnet"):
         raise RefsrError(f"the 'flow' loss supervises CrossNet / CrossNet++ flows and RefSR-Net's matches; "
                          f"{variant} has neither")
+    PlateauRule.from_config(config["plateau"])  # checks the table
     crop = config["crop"]
     if crop is not None:
         crop = [int(c) for c in crop]
@@ -222,7 +225,7 @@ def training_dataset(config: dict, run_dir: Path | None = None):
                               views=config["views"], ref_view=config["ref_view"],
                               parallax_shift=config["parallax_shift"], flips=config["flips"],
                               seed=config["seed"], mix=config.get("mix"),
-                              landmarks=config["variant"] == "crossnetpp" and bool(config["loss"].get("landmark")),
+                              landmarks=config["variant"] == "crossnetpp" and uses_loss(config, "landmark"),
                               cache_dir=run_dir, flow=uses_loss(config, "flow"))
 
 
@@ -305,6 +308,9 @@ def train(config: dict, out: str | os.PathLike, device: str | None = None, val: 
         console.notice("Cross-MPI perceptual (VGG-19) term is off: no --vgg weights file given")
     dataset = training_dataset(config, run_dir)
     val_pairs = _validation_pairs(val, config) if val else None
+    plateau = PlateauRule.from_config(config["plateau"])
+    if plateau is not None and val_pairs is None:
+        raise RefsrError("[plateau] watches the validation PSNR: give --val")
 
     model = build_model(config["variant"], **model_kwargs(config)).to(dev)
     if dev.type == "cuda":
@@ -322,6 +328,12 @@ def train(config: dict, out: str | os.PathLike, device: str | None = None, val: 
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
         start, best = int(state["iteration"]), state.get("best_psnr")
+        if plateau is not None and state.get("plateau"):
+            plateau.load_state(state["plateau"])
+        if plateau is not None and plateau.converged_at is not None:
+            if rank == 0:
+                console.notice(f"{run_dir}: converged at iteration {plateau.converged_at} ([plateau] rule)")
+            return TrainResult(run_dir, run_dir / "model.pt", start, best)
         if rank == 0:
             console.notice(f"resuming {run_dir} at iteration {start}")
     if rank == 0:
@@ -348,6 +360,36 @@ def train(config: dict, out: str | os.PathLike, device: str | None = None, val: 
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else _nullcontext()
     writer = _tensorboard(run_dir) if rank == 0 else None
     iteration, t_wait, t_step, t_mark, logged_at = start, 0.0, 0.0, time.perf_counter(), start
+
+    def validate() -> None:
+        """Score the validation set at ``iteration``; keep the best checkpoint; apply the plateau rule."""
+        nonlocal best, stop
+        event = None
+        if rank == 0:
+            scores = _validate(model, val_pairs, config["scale"], dev)
+            _append_log(log_path, {"iter": iteration, "val_psnr": scores["psnr"], "val_ssim": scores["ssim"]})
+            if writer is not None:
+                writer.add_scalar("val/psnr", scores["psnr"], iteration)
+            if best is None or scores["psnr"] > best:
+                best = scores["psnr"]
+                save_checkpoint(run_dir / "best.pt", model, config["scale"],
+                                _meta(config, iteration, {"val_psnr": best, "val_ssim": scores["ssim"]}))
+            event = plateau.observe(scores["psnr"], iteration) if plateau is not None else None
+        if plateau is not None and world > 1:  # every rank must drop the rate / stop together
+            event = _broadcast_event(event, dev)
+        if event == DROP:
+            for group in optimizer.param_groups:
+                group["lr"] *= plateau.gamma
+        elif event == CONVERGED:
+            stop = iteration
+        if event is not None and rank == 0:
+            _append_log(log_path, {"iter": iteration, "plateau": event, "lr": optimizer.param_groups[0]["lr"]})
+        net.train()
+
+    # A run started from other weights is scored before its first step: the plateau rule then has the
+    # starting point to beat, and best.pt is never worse than the start.
+    if val_pairs is not None and start == 0 and config.get("init"):
+        validate()
     net.train()
     with console.progress_bar(f"train {config['variant']}", config["iters"]) as bar:
         bar.advance(start)
@@ -390,19 +432,11 @@ def train(config: dict, out: str | os.PathLike, device: str | None = None, val: 
                             writer.add_scalar(f"train/{key}", value, iteration)
                 t_wait = t_step = 0.0
                 t_mark, logged_at = time.perf_counter(), iteration
-            validate_now = val_pairs is not None and (iteration % config["val_every"] == 0 or iteration == stop)
-            if validate_now and rank == 0:
-                scores = _validate(model, val_pairs, config["scale"], dev)
-                _append_log(log_path, {"iter": iteration, "val_psnr": scores["psnr"], "val_ssim": scores["ssim"]})
-                if writer is not None:
-                    writer.add_scalar("val/psnr", scores["psnr"], iteration)
-                if best is None or scores["psnr"] > best:
-                    best = scores["psnr"]
-                    save_checkpoint(run_dir / "best.pt", model, config["scale"],
-                                    _meta(config, iteration, {"val_psnr": best, "val_ssim": scores["ssim"]}))
-                net.train()
+            if val_pairs is not None and (iteration % config["val_every"] == 0 or iteration == stop):
+                validate()
             if rank == 0 and (iteration % config["checkpoint_every"] == 0 or iteration == stop):
-                _save_state(run_dir, model, optimizer, scheduler, config, iteration, best, dataset.landmarks)
+                _save_state(run_dir, model, optimizer, scheduler, config, iteration, best, dataset.landmarks,
+                            plateau)
     if writer is not None:
         writer.close()
     if world > 1:
@@ -446,17 +480,27 @@ def _meta(config: dict, iteration: int, metrics: dict | None = None) -> dict:
             "metrics": metrics or {}, "torch": str(torch.__version__)}
 
 
-def _save_state(run_dir: Path, model, optimizer, scheduler, config, iteration, best, landmark_cache=None) -> None:
+def _save_state(run_dir: Path, model, optimizer, scheduler, config, iteration, best, landmark_cache=None,
+                plateau: PlateauRule | None = None) -> None:
     """Training state first, then the model checkpoint; both atomic, so a kill -9 loses at most
     the iterations since the previous save."""
     state = {"model": checkpoint_dict(model, config["scale"], _meta(config, iteration)),
              "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
              "rng": torch.get_rng_state(), "iteration": iteration, "best_psnr": best,
-             "config": json.loads(json.dumps(config))}
+             "config": json.loads(json.dumps(config)),
+             "plateau": plateau.state() if plateau is not None else None}
     atomic_write(run_dir / "last.pt", lambda p: torch.save(state, p))
     if landmark_cache is not None:
         landmark_cache.save()
     save_checkpoint(run_dir / "model.pt", model, config["scale"], _meta(config, iteration))
+
+
+def _broadcast_event(event: str | None, device) -> str | None:
+    """Rank 0's plateau decision, sent to every rank."""
+    codes = [None, DROP, CONVERGED]
+    code = torch.tensor([codes.index(event)], device=device)
+    dist.broadcast(code, src=0)
+    return codes[int(code.item())]
 
 
 def _append_log(path: Path, record: dict) -> None:

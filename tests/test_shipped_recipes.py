@@ -1,6 +1,7 @@
-"""Each shipped checkpoint is reproducible from its recipe: ``weights/train.sh V S`` picks
-``weights/recipes/V_xS.toml`` (else ``V.toml``); that recipe must build the architecture the checkpoint
-holds, match the schedule its card records, and start (``init``) from a shipped checkpoint it can load."""
+"""Each shipped checkpoint is reproducible from its recipe: ``weights/train.sh V S`` trains
+``weights/recipes/V_xS.toml`` (else ``V.toml``), then ``V_xS_converge.toml`` where it exists, and exports
+the last; that recipe must build the architecture the checkpoint holds, match the schedule its card
+records, and start (``init``) from a shipped checkpoint it can load."""
 import json
 from pathlib import Path
 
@@ -13,18 +14,32 @@ from refsr_cli.train import initialise, load_toml, model_kwargs, resolve_config
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = sorted((ROOT / "weights").glob("*_x[48].pt"))
 # The schedule a recipe fixes; the card's train_config must agree on all of them.
-SCHEDULE = ("iters", "batch", "crop", "lr", "milestones", "gamma", "views", "parallax_shift", "loss", "stages")
+SCHEDULE = ("iters", "batch", "crop", "lr", "milestones", "gamma", "views", "parallax_shift", "loss", "stages",
+            "plateau")
+
+
+def _converge_recipe(checkpoint: Path) -> Path:
+    return ROOT / "weights" / "recipes" / f"{checkpoint.stem}_converge.toml"
 
 
 def _recipe(checkpoint: Path) -> Path:
+    """The recipe of the stage whose run is exported."""
+    return _converge_recipe(checkpoint) if _converge_recipe(checkpoint).exists() else _main_recipe(checkpoint)
+
+
+def _main_recipe(checkpoint: Path) -> Path:
     variant, scale = checkpoint.stem.rsplit("_x", 1)
     specific = ROOT / "weights" / "recipes" / f"{variant}_x{scale}.toml"
     return specific if specific.exists() else ROOT / "weights" / "recipes" / f"{variant}.toml"
 
 
-def _resolved(checkpoint: Path) -> dict:
+def _resolved(checkpoint: Path, recipe: Path | None = None) -> dict:
     variant, scale = checkpoint.stem.rsplit("_x", 1)
-    return resolve_config(variant, load_toml(_recipe(checkpoint)), scale=int(scale))
+    return resolve_config(variant, load_toml(recipe or _recipe(checkpoint)), scale=int(scale))
+
+
+def _schedule_differences(card_config: dict, config: dict) -> dict:
+    return {k: (card_config.get(k), config.get(k)) for k in SCHEDULE if card_config.get(k) != config.get(k)}
 
 
 def test_every_variant_and_scale_is_shipped():
@@ -43,8 +58,18 @@ def test_recipe_builds_the_shipped_architecture(checkpoint):
 def test_card_records_the_recipe_schedule(checkpoint):
     config = _resolved(checkpoint)
     card = json.loads(checkpoint.with_suffix(".json").read_text())["train_config"]
-    differing = {k: (card.get(k), config.get(k)) for k in SCHEDULE if card.get(k) != config.get(k)}
+    differing = _schedule_differences(card, config)
     assert not differing, f"{checkpoint.name}: card vs {_recipe(checkpoint).name}: {differing}"
+
+
+@pytest.mark.parametrize("checkpoint", [p for p in SHIPPED if _converge_recipe(p).exists()], ids=lambda p: p.stem)
+def test_converged_card_records_both_stages(checkpoint):
+    """A two-stage checkpoint's card: the main recipe's schedule, then the converge stage's."""
+    card = json.loads(checkpoint.with_suffix(".json").read_text())
+    main, converge = card["stages"][-2:]
+    differing = _schedule_differences(main["train_config"], _resolved(checkpoint, _main_recipe(checkpoint)))
+    assert not differing, f"{checkpoint.name}: first stage vs {_main_recipe(checkpoint).name}: {differing}"
+    assert converge["train_config"]["plateau"] and card["total_iterations"] == main["iterations"] + converge["iterations"]
 
 
 @pytest.mark.parametrize("checkpoint", [p for p in SHIPPED if _resolved(p).get("init")], ids=lambda p: p.stem)

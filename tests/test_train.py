@@ -204,3 +204,74 @@ def test_crossnetpp_starts_from_a_crossnet_checkpoint(tiny_lf_store, crossnet_ru
         assert torch.equal(value, a[f"{expected[module]}.{rest}"]), key
     # The two CrossNet encoders differ, so the check above tells which one the shared encoder came from.
     assert any(not torch.equal(a[k], a["encoder_ref." + k.partition(".")[2]]) for k in a if k.startswith("encoder_lr."))
+
+
+def test_plateau_rule_drops_the_rate_then_declares_convergence():
+    from refsr_cli.plateau import CONVERGED, DROP, PlateauRule
+
+    rule = PlateauRule.from_config({"patience": 2, "min_delta": 0.1, "drops": 1})
+    events = [rule.observe(psnr, i) for i, psnr in enumerate([30.0, 30.5, 30.55, 30.58, 30.7, 30.6, 30.65])]
+    # 30.55 and 30.58 are within 0.1 dB of 30.5: a plateau of 2 → drop; 30.7 is a gain; then 2 more → stop.
+    assert events == [None, None, None, DROP, None, None, CONVERGED]
+    assert rule.converged_at == 6 and rule.dropped == 1
+    assert PlateauRule.from_config(None) is None and PlateauRule.from_config({}) is None
+    with pytest.raises(Exception, match="patience"):
+        PlateauRule.from_config({"min_delta": 0.1})
+
+
+def _plateau_args(store, out, tmp_path, source):
+    recipe = tmp_path / "plateau.toml"
+    recipe.write_text("val_every = 1\n[plateau]\npatience = 1\nmin_delta = 0.02\ngamma = 0.2\ndrops = 1\n")
+    return _train_args(store, out, "mdsr", 20, ["--init", str(source / "model.pt"), "--lr", "1e-6",
+                                                  "--val", str(store / "test.h5"), "--config", str(recipe)])
+
+
+def test_plateau_stops_a_run_and_resume_keeps_its_count(tiny_lf_store, tmp_path):
+    from refsr_cli.train import load_toml, resolve_config, train
+
+    runner = CliRunner()
+    source = tmp_path / "source"
+    assert runner.invoke(main, _train_args(tiny_lf_store, source, "mdsr", 1)).exit_code == 0
+    straight = tmp_path / "straight"
+    result = runner.invoke(main, _plateau_args(tiny_lf_store, straight, tmp_path, source))
+    assert result.exit_code == 0, result.output
+    log = [json.loads(line) for line in (straight / "log.jsonl").read_text().splitlines()]
+    # Scored at 0 (the --init weights), no gain at 1 → lr ×0.2, none at 2 → converged, long before 20.
+    assert [r["iter"] for r in log if "val_psnr" in r] == [0, 1, 2]
+    events = [(r["iter"], r["plateau"], r["lr"]) for r in log if "plateau" in r]
+    assert [e[:2] for e in events] == [(1, "lr_drop"), (2, "converged")]
+    assert events[0][2] == pytest.approx(2e-7)
+    assert read_checkpoint(straight / "model.pt")["meta"]["iterations"] == 2
+    # Rerunning a converged run trains nothing more.
+    again = runner.invoke(main, _plateau_args(tiny_lf_store, straight, tmp_path, source)[1:])  # not --quiet
+    assert again.exit_code == 0 and "converged at iteration 2" in again.output
+    assert read_checkpoint(straight / "model.pt")["meta"]["iterations"] == 2
+    # Interrupted after the drop, then resumed: the count and the lowered rate carry over.
+    split = tmp_path / "split"
+    config = resolve_config("mdsr", load_toml(tmp_path / "plateau.toml"), scale=4, iters=20, model_size="tiny",
+                            crop=[32, 32], batch=1, checkpoint_every=2, lr=1e-6, init=str(source / "model.pt"),
+                            data=[str(tiny_lf_store)])
+    assert train(config, split, device="cpu", val=str(tiny_lf_store / "test.h5"), max_iters_this_call=1).iterations == 1
+    assert runner.invoke(main, _plateau_args(tiny_lf_store, split, tmp_path, source)).exit_code == 0
+    resumed = [json.loads(line) for line in (split / "log.jsonl").read_text().splitlines()]
+    assert [(r["iter"], r["plateau"]) for r in resumed if "plateau" in r] == [(1, "lr_drop"), (2, "converged")]
+
+
+def test_plateau_without_validation_is_a_clean_error(tiny_lf_store, tmp_path):
+    recipe = tmp_path / "plateau.toml"
+    recipe.write_text("[plateau]\npatience = 2\n")
+    result = CliRunner().invoke(main, _train_args(tiny_lf_store, tmp_path / "run", "mdsr", 2,
+                                                  ["--config", str(recipe)]))
+    assert result.exit_code != 0 and "give --val" in result.output and "Traceback" not in result.output
+
+
+def test_landmarks_are_computed_when_only_a_stage_uses_them(tiny_lf_store):
+    from refsr_cli.train import resolve_config, training_dataset
+
+    # The landmark term off in the final loss but on in the alignment stage: the stage must get its points.
+    config = resolve_config("crossnetpp", scale=4, model_size="tiny", crop=[32, 32], data=[str(tiny_lf_store)],
+                            loss={"landmark": 0.0},
+                            stages=[{"until": 0.5, "loss": {"charbonnier": 0.0, "warping": 1.0, "landmark": 0.01}}])
+    assert training_dataset(config).landmarks is not None
+    config["stages"] = []
+    assert training_dataset(config).landmarks is None

@@ -6,10 +6,13 @@
 # Training: weights/recipes/VARIANT_xSCALE.toml, else VARIANT.toml (a CPU-sized configuration of the
 # paper's architecture), run folder runs/weights/VARIANT_xSCALE (rerunning resumes). Where an earlier-stage
 # recipe VARIANT_xSCALE_flow.toml (flow pre-training) exists, it runs first, into
-# runs/weights/VARIANT_xSCALE_flow, and the main run starts from its weights. A recipe's `init` starts it
+# runs/weights/VARIANT_xSCALE_flow, and the main run starts from its weights. Where a later-stage recipe
+# VARIANT_xSCALE_converge.toml exists, it continues from the main run's best checkpoint, in
+# runs/weights/VARIANT_xSCALE_converge, until the validation PSNR plateaus ([plateau] in the recipe), and
+# that run is exported. A recipe's `init` starts it
 # from another shipped checkpoint, so some depend on others: crossnet 8 → crossnetpp 8 → crossnetpp 4,
-# crossnet 8 → crossnet 4, refsrnet 8 → refsrnet 4. Export: float16 weights (float32 where float16 moved
-# the bench PSNR, see below) + model card.
+# crossnet 8 → crossnet 4, refsrnet 8 → refsrnet 4. Export (weights/export.py): float16 weights (float32
+# where float16 moved the bench PSNR, see below) + model card with every stage's validation curve.
 set -euo pipefail
 variant=${1:?usage: weights/train.sh VARIANT SCALE}
 scale=${2:?usage: weights/train.sh VARIANT SCALE}
@@ -30,26 +33,17 @@ if [ -f "weights/recipes/${variant}_x${scale}_flow.toml" ]; then   # flow pre-tr
 fi
 $refsr train --variant "$variant" --scale "$scale" --data $data/train.h5 --val $data/test.h5 \
   --config "$recipe" --out "$run" --device cpu "${init[@]}"
+last=$run
+earlier=()
+if [ -f "weights/recipes/${variant}_x${scale}_converge.toml" ]; then   # until the validation PSNR plateaus
+  $refsr train --variant "$variant" --scale "$scale" --data $data/train.h5 --val $data/test.h5 \
+    --config "weights/recipes/${variant}_x${scale}_converge.toml" --out "${run}_converge" --device cpu \
+    --init "$run/best.pt"
+  last=${run}_converge
+  earlier=(--earlier "$run")
+fi
+[ -d "${run}_flow" ] && earlier=(--earlier "${run}_flow" "${earlier[@]}")
 wall=$(( $(date +%s) - start ))
 # float32 where float16 moved the built-in bench PSNR by 0.001 dB or more (weights/README.md), else float16.
-case "${variant}_x${scale}" in crossmpi_x8|refsrnet_x8|crossnet_x8|crossnet_x4|refsrnet_x4) half=0 ;; *) half=1 ;; esac
-$python - "$variant" "$scale" "$run" "$wall" "$half" <<'PY'
-import json, os, platform, sys
-import torch
-from refsr_cli.checkpoint import export_checkpoint
-variant, scale, run, wall, half = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), sys.argv[5] == "1"
-src = os.path.join(run, "best.pt") if os.path.exists(os.path.join(run, "best.pt")) else os.path.join(run, "model.pt")
-card = {"command": f"weights/train.sh {variant} {scale}",
-        "data": "refsr prepare synthetic --out data/weights-syn --count 32 --test-count 4 --seed 1 --disparity",
-        "hardware": f"CPU ({platform.processor() or platform.machine()}), {torch.get_num_threads()} torch threads",
-        "wall_seconds_last_call": wall, "source_checkpoint": os.path.basename(src)}
-# The validation curve shows whether training had converged (still rising = not converged).
-with open(os.path.join(run, "log.jsonl")) as log:
-    records = [json.loads(line) for line in log if line.strip()]
-history = [[r["iter"], round(r["val_psnr"], 3)] for r in records if "val_psnr" in r]
-card["val_psnr_history"] = history
-card["still_improving_at_end"] = len(history) >= 2 and history[-1][1] > max(v for _, v in history[:-1])
-card["size"] = ("CPU-sized configuration of the published architecture (see train_config.model and "
-                "weights/README.md), not the paper size: no GPU was available to train it")
-print(export_checkpoint(src, f"weights/{variant}_x{scale}.pt", half=half, card=card))
-PY
+case "${variant}_x${scale}" in crossmpi_x8|refsrnet_x8|crossnet_x8|crossnet_x4|refsrnet_x4) dtype=(--float32) ;; *) dtype=() ;; esac
+$python weights/export.py "$variant" "$scale" "$last" "${earlier[@]}" --wall "$wall" "${dtype[@]}"

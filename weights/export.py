@@ -1,0 +1,92 @@
+"""Export a trained run as a shipped checkpoint with its model card (weights/train.sh calls this).
+
+    python weights/export.py VARIANT SCALE RUN [--earlier RUN_OR_CARD ...] [--wall SECONDS] [--float32]
+                             [--out DIR]
+
+RUN is the run folder of the last training stage; its best checkpoint by validation PSNR (else its
+latest) becomes ``DIR/VARIANT_xSCALE.pt`` (float16 unless --float32; DIR defaults to weights/) and the
+card ``DIR/VARIANT_xSCALE.json``. Each --earlier names an earlier stage, oldest first: its run folder, or
+the card of a checkpoint the last stage started from when that run folder is gone (the card keeps that
+stage's record).
+"""
+import argparse
+import json
+import platform
+from pathlib import Path
+
+import torch
+
+from refsr_cli.checkpoint import export_checkpoint, read_checkpoint
+from refsr_cli.plateau import CONVERGED, PlateauRule
+
+WEIGHTS = Path(__file__).resolve().parent
+
+
+def _log(run: Path) -> list[dict]:
+    with open(run / "log.jsonl") as log:
+        return [json.loads(line) for line in log if line.strip()]
+
+
+def _source(run: Path) -> Path:
+    return run / "best.pt" if (run / "best.pt").exists() else run / "model.pt"
+
+
+def stage_record(where: Path) -> dict:
+    """One training stage: where it ran, its configuration, the iteration of the checkpoint it passed on,
+    and its validation curve."""
+    if where.suffix == ".json":  # the card of an earlier export
+        card = json.loads(where.read_text())
+        if card.get("stages"):
+            return {"from_card": where.name, "stages": card["stages"]}
+        return {"from_card": where.name, "iterations": card["iterations"],
+                "wall_seconds": card.get("wall_seconds_last_call"), "train_config": card["train_config"],
+                "val_psnr_history": card.get("val_psnr_history", [])}
+    records = _log(where)
+    meta = read_checkpoint(_source(where))["meta"]
+    return {"run": str(where), "iterations": meta["iterations"], "train_config": json.loads(meta["train_config"]),
+            "val_psnr_history": [[r["iter"], round(r["val_psnr"], 3)] for r in records if "val_psnr" in r],
+            "converged": any(r.get("plateau") == CONVERGED for r in records)}
+
+
+def flatten(records: list[dict]) -> list[dict]:
+    out = []
+    for record in records:
+        out.extend(record["stages"] if "stages" in record else [record])
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("variant")
+    parser.add_argument("scale", type=int)
+    parser.add_argument("run", type=Path)
+    parser.add_argument("--earlier", type=Path, action="append", default=[])
+    parser.add_argument("--wall", type=int, default=None, help="wall seconds of this weights/train.sh call")
+    parser.add_argument("--float32", action="store_true")
+    parser.add_argument("--out", type=Path, default=WEIGHTS)
+    args = parser.parse_args()
+
+    stages = flatten([stage_record(p) for p in args.earlier] + [stage_record(args.run)])
+    last = stages[-1]
+    history = last["val_psnr_history"]
+    rule = PlateauRule.from_config(last["train_config"].get("plateau"))
+    card = {"command": f"weights/train.sh {args.variant} {args.scale}",
+            "data": "refsr prepare synthetic --out data/weights-syn --count 32 --test-count 4 --seed 1 --disparity",
+            "hardware": f"CPU ({platform.processor() or platform.machine()}), {torch.get_num_threads()} torch threads",
+            "wall_seconds_last_call": args.wall, "source_checkpoint": _source(args.run).name,
+            # Every stage's checkpoint is the next one's start, so the iterations add up.
+            "total_iterations": sum(s["iterations"] for s in stages),
+            "stages": stages,
+            "val_psnr_history": history,
+            # Converged under the run's [plateau] rule, or still rising at its last validation.
+            "converged": last["converged"] if "converged" in last else False,
+            "convergence_rule": rule.describe() if rule else None,
+            "still_improving_at_end": len(history) >= 2 and history[-1][1] > max(v for _, v in history[:-1]),
+            "size": ("CPU-sized configuration of the published architecture (see train_config.model and "
+                     "weights/README.md), not the paper size: no GPU was available to train it")}
+    print(export_checkpoint(_source(args.run), args.out / f"{args.variant}_x{args.scale}.pt",
+                            half=not args.float32, card=card))
+
+
+if __name__ == "__main__":
+    main()
