@@ -72,9 +72,11 @@ def test_converged_card_records_both_stages(checkpoint):
     assert converge["train_config"]["plateau"] and card["total_iterations"] == main["iterations"] + converge["iterations"]
 
 
-@pytest.mark.parametrize("checkpoint", [p for p in SHIPPED if _resolved(p).get("init")], ids=lambda p: p.stem)
+@pytest.mark.parametrize("checkpoint", [p for p in SHIPPED if _resolved(p, _main_recipe(p)).get("init")],
+                         ids=lambda p: p.stem)
 def test_recipe_init_is_a_compatible_shipped_checkpoint(checkpoint):
-    config = _resolved(checkpoint)
+    """The main recipe's ``init`` (a converge stage starts from the main run's own best checkpoint)."""
+    config = _resolved(checkpoint, _main_recipe(checkpoint))
     source = ROOT / config["init"]
     assert source.parent == ROOT / "weights" and source.is_file()
     # The same start as `weights/train.sh`: variant (or init_from mapping), configuration, every tensor.
