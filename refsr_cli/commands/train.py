@@ -38,7 +38,8 @@ from refsr_cli.errors import RefsrError
               help="Start from this checkpoint's weights (same configuration; same variant, or a CrossNet "
                    "checkpoint for CrossNet++), e.g. a flow pre-training run's model.pt.")
 @click.option("--config", "config_file", type=click.Path(path_type=Path), default=None,
-              help="TOML file with any option above and [model] / [loss] tables.")
+              help="TOML file with any option above and [model] / [loss] / [plateau] tables "
+                   "([plateau]: train until the validation PSNR stops rising; docs/train.md).")
 def command(variant, data, mix, scale, out, iters, batch, crop, lr, val, val_every, checkpoint_every, seed,
             device, model_size, vgg, init, config_file):
     """Train a network on light-field (or video) stores; resumable.
