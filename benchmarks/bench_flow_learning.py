@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from refsr_cli.losses import flow_loss  # noqa: E402
-from refsr_cli.train import training_dataset  # noqa: E402
+from refsr_cli.train import read_log, training_dataset  # noqa: E402
 from refsr_cli.training_data import collate  # noqa: E402
 
 
@@ -46,8 +46,7 @@ def main() -> None:
         sys.exit(f"{args.run}: a {config['variant']} run; this compares CrossNet / CrossNet++ flow end-point errors")
     # The same samples; the true flow switched on, CrossNet++'s SIFT landmarks (not needed here) off.
     dataset = training_dataset({**config, "loss": {**config["loss"], "flow": 1.0, "landmark": 0}})
-    logged = [json.loads(line) for line in (args.run / "log.jsonl").read_text().splitlines() if line.strip()]
-    logged = [r for r in logged if "flow" in r]
+    logged = [r for r in read_log(args.run) if "flow" in r]
     if not logged:
         sys.exit(f"{args.run}: no 'flow' term in log.jsonl")
     rows: dict[int, list[tuple[float, float]]] = {}

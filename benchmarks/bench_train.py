@@ -12,7 +12,6 @@ With no --store, a small synthetic store (4 light fields at 320×512) is rendere
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 import torch
 
 from refsr_cli.prepare import prepare_synthetic
-from refsr_cli.train import resolve_config, train
+from refsr_cli.train import read_log, resolve_config, train
 
 
 def measure(variant: str, store: Path, device: str, batch: int, iters: int, crop, scale: int, size: str) -> dict:
@@ -31,7 +30,7 @@ def measure(variant: str, store: Path, device: str, batch: int, iters: int, crop
         started = time.perf_counter()
         train(config, Path(tmp) / "run", device=device)
         wall = time.perf_counter() - started
-        log = [json.loads(line) for line in (Path(tmp) / "run" / "log.jsonl").read_text().splitlines()]
+        log = read_log(Path(tmp) / "run")
     timed = [r for r in log if r["iter"] > 1]  # iteration 1 is warm-up (allocator, autotuning)
     seconds = [1.0 / r["it_per_s"] for r in timed]
     wait = sum(r["data_wait_fraction"] for r in timed) / len(timed)

@@ -508,6 +508,12 @@ def _append_log(path: Path, record: dict) -> None:
         fh.write(json.dumps(record) + "\n")
 
 
+def read_log(run_dir: str | os.PathLike) -> list[dict]:
+    """The records of ``RUN/log.jsonl``: logged steps, validations and ``[plateau]`` events, in order."""
+    with open(Path(run_dir) / "log.jsonl") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
 def _tensorboard(run_dir: Path):
     try:
         from torch.utils.tensorboard import SummaryWriter

@@ -18,13 +18,9 @@ import torch
 
 from refsr_cli.checkpoint import export_checkpoint, read_checkpoint
 from refsr_cli.plateau import CONVERGED, PlateauRule
+from refsr_cli.train import read_log
 
 WEIGHTS = Path(__file__).resolve().parent
-
-
-def _log(run: Path) -> list[dict]:
-    with open(run / "log.jsonl") as log:
-        return [json.loads(line) for line in log if line.strip()]
 
 
 def _source(run: Path) -> Path:
@@ -41,7 +37,7 @@ def stage_record(where: Path) -> dict:
         return {"from_card": where.name, "iterations": card["iterations"],
                 "wall_seconds": card.get("wall_seconds_last_call"), "train_config": card["train_config"],
                 "val_psnr_history": card.get("val_psnr_history", [])}
-    records = _log(where)
+    records = read_log(where)
     meta = read_checkpoint(_source(where))["meta"]
     return {"run": str(where), "iterations": meta["iterations"], "train_config": json.loads(meta["train_config"]),
             "val_psnr_history": [[r["iter"], round(r["val_psnr"], 3)] for r in records if "val_psnr" in r],
@@ -79,7 +75,7 @@ def main() -> None:
             "stages": stages,
             "val_psnr_history": history,
             # Converged under the run's [plateau] rule, or still rising at its last validation.
-            "converged": last["converged"] if "converged" in last else False,
+            "converged": last.get("converged", False),
             "convergence_rule": rule.describe() if rule else None,
             "still_improving_at_end": len(history) >= 2 and history[-1][1] > max(v for _, v in history[:-1]),
             "size": ("CPU-sized configuration of the published architecture (see train_config.model and "
