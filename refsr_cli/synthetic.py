@@ -493,7 +493,11 @@ def render_light_field(seed: int, height: int = 320, width: int = 512, max_dispa
     for r in range(grid):
         row = frame[r]
         if noise > 0:
-            torch.clamp(row, 0.0, 1.0, out=sigma).mul_(5e-5).add_(4e-6).sqrt_().mul_(noise)
+            torch.clamp(row, 0.0, 1.0, out=sigma).mul_(5e-5).add_(4e-6)
+            # numpy's square root: torch's in-place sqrt on CPU gave 1-ulp differences between processes
+            # (about one in eight), which broke the byte-identical rendering a seed promises.
+            np.sqrt(sigma.numpy(), out=sigma.numpy())
+            sigma.mul_(noise)
             torch.randn(sigma.shape, generator=gen, out=draw)
             row.addcmul_(draw, sigma)
         views[r].copy_(row.clamp_(0.0, 1.0).mul_(255.0).add_(0.5).floor_())
