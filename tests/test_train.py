@@ -195,6 +195,25 @@ def test_init_starts_from_a_checkpoint_and_checks_it_fits(tiny_lf_store, crossne
     assert wrong_scale.exit_code != 0 and "does not match" in wrong_scale.output
 
 
+def test_refsrnet_init_may_widen_the_search_window_only(tiny_lf_store, tmp_path):
+    """RefSR-Net's search window holds no weights: a run may start from a checkpoint with another window
+    (the shipped ×4 converge stage does), but not from one whose layers differ."""
+    source = tmp_path / "source"
+    assert CliRunner().invoke(main, _train_args(tiny_lf_store, source, "refsrnet", 1)).exit_code == 0
+    wider = tmp_path / "wider.toml"
+    wider.write_text("[model]\nsearch_radius = 16\nsearch_step = 4\n")
+    a, b = _started_from(tiny_lf_store, source, tmp_path / "wide", "refsrnet", ["--config", str(wider)])
+    # lr 0 keeps every weight; CC-Net's BatchNorm statistics still move in the one training step.
+    weights = [k for k in a if "running_" not in k and "num_batches" not in k]
+    assert weights and all(torch.equal(a[k], b[k]) for k in weights)
+    assert read_checkpoint(tmp_path / "wide" / "model.pt")["config"]["search_radius"] == 16
+    other = tmp_path / "other.toml"
+    other.write_text("[model]\ncc_out = 32\n")
+    wrong = CliRunner().invoke(main, _train_args(tiny_lf_store, tmp_path / "w", "refsrnet", 1,
+                                                 ["--init", str(source / "model.pt"), "--config", str(other)]))
+    assert wrong.exit_code != 0 and "does not match" in wrong.output
+
+
 def test_crossnetpp_starts_from_a_crossnet_checkpoint(tiny_lf_store, crossnet_run, tmp_path):
     a, b = _started_from(tiny_lf_store, crossnet_run, tmp_path / "crossnetpp", "crossnetpp")
     # Both flow networks are CrossNet's, the shared encoder is CrossNet's Ref encoder, the decoder is its decoder.

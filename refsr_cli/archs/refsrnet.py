@@ -210,6 +210,10 @@ class RefSRNet(RefSRModel):
         self-supervised targets).
     """
 
+    # Configuration that no weight depends on: a training run may start (``--init``) from a checkpoint that
+    # differs in these, e.g. to widen the search window for references with more parallax.
+    weight_free_config = ("search_radius", "search_step", "patch_chunk")
+
     def __init__(self, cc_channels: Sequence[int] = (16, 32, 64, 64, 64, 128),
                  cc_dilations: Sequence[int] = (1, 1, 2, 4, 8, 16), cc_out: int = 256, search_radius: int = 32,
                  search_step: int = 2, patch_lr: int = 8, ss_channels: int = 64, ss_blocks: int = 16,
