@@ -35,8 +35,9 @@ from refsr_cli.errors import RefsrError
 @click.option("--vgg", type=click.Path(path_type=Path), default=None,
               help="VGG-19 weights file for Cross-MPI's perceptual loss (never downloaded).")
 @click.option("--init", type=click.Path(path_type=Path), default=None,
-              help="Start from this checkpoint's weights (same configuration; same variant, or a CrossNet "
-                   "checkpoint for CrossNet++), e.g. a flow pre-training run's model.pt.")
+              help="Start from this checkpoint's weights (same configuration, except settings that hold no "
+                   "weights such as RefSR-Net's search window; same variant, or a CrossNet checkpoint for "
+                   "CrossNet++), e.g. a flow pre-training run's model.pt.")
 @click.option("--config", "config_file", type=click.Path(path_type=Path), default=None,
               help="TOML file with any option above and [model] / [loss] / [plateau] tables "
                    "([plateau]: train until the validation PSNR stops rising; docs/train.md).")
