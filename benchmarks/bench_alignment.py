@@ -29,12 +29,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from refsr_cli.builtin_data import DEFAULT_COUNT, render_builtin  # noqa: E402
-from refsr_cli.checkpoint import load_model  # noqa: E402
-from refsr_cli.image_io import array_to_tensor  # noqa: E402
+from refsr_cli.bench.builtin_data import DEFAULT_COUNT, render_builtin  # noqa: E402
+from refsr_cli.archs.checkpoint import load_model  # noqa: E402
+from refsr_cli.data.image_io import array_to_tensor  # noqa: E402
 from refsr_cli.metrics import psnr  # noqa: E402
-from refsr_cli.resize import downscale  # noqa: E402
-from refsr_cli.warp import backward_warp  # noqa: E402
+from refsr_cli.ops.resize import downscale  # noqa: E402
+from refsr_cli.ops.warp import backward_warp  # noqa: E402
 
 
 def main() -> None:

@@ -21,9 +21,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from refsr_cli.losses import flow_loss  # noqa: E402
-from refsr_cli.train import read_log, training_dataset  # noqa: E402
-from refsr_cli.training_data import collate  # noqa: E402
+from refsr_cli.training.losses.flow import flow_loss  # noqa: E402
+from refsr_cli.training.loop import read_log, training_dataset  # noqa: E402
+from refsr_cli.data.training_samples import collate  # noqa: E402
 
 
 def zero_flow_error(batch: dict, config: dict) -> float:

@@ -42,11 +42,11 @@ sys.path.insert(0, str(ROOT))
 
 from refsr_cli import checkpoint  # noqa: E402
 from refsr_cli.archs import build_model  # noqa: E402
-from refsr_cli.image_io import write_image  # noqa: E402
-from refsr_cli.methods import Method  # noqa: E402
-from refsr_cli.resize import downscale, imresize  # noqa: E402
-from refsr_cli.tiling import tiled_inference  # noqa: E402
-from refsr_cli.warp import shift  # noqa: E402
+from refsr_cli.data.image_io import write_image  # noqa: E402
+from refsr_cli.inference.methods import Method  # noqa: E402
+from refsr_cli.ops.resize import downscale, imresize  # noqa: E402
+from refsr_cli.inference.tiling import tiled_inference  # noqa: E402
+from refsr_cli.ops.warp import shift  # noqa: E402
 
 
 def _scene(height: int, width: int) -> torch.Tensor:
@@ -94,9 +94,9 @@ _CHILD = r"""
 import atexit, sys
 atexit.register(lambda: print(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")), end=""))
 from refsr_cli import console
-from refsr_cli.infer import infer_pairs
-from refsr_cli.methods import Method, load_method
-from refsr_cli.pairs import discover_pairs
+from refsr_cli.inference.pipeline import infer_pairs
+from refsr_cli.inference.methods import Method, load_method
+from refsr_cli.data.pairs import discover_pairs
 from refsr_cli.archs import variants
 variants()
 if sys.argv[1] == "baseline":
@@ -104,7 +104,7 @@ if sys.argv[1] == "baseline":
 source, out, method, weights, tile, overlap = sys.argv[1:7]
 console.set_quiet(True)
 if method == "buffers":
-    from refsr_cli.baselines import bicubic
+    from refsr_cli.inference.baselines import bicubic
     runner = Method("buffers", 4, lambda lr, ref, s: bicubic(lr, None, s), 1, True, "cpu")
 else:
     runner = load_method(method, 4, weights=None if weights == "None" else weights, device="cpu")
@@ -139,8 +139,8 @@ def bench_seams(variant: str = "crossnet", repeats: int = 2, tile: int = 512, ov
     bicubic (a random network that barely changes LR↑ would show no seams trivially), and the PSNR
     between the tiled and whole-image warped references (``aux["warped"]``, driven by the flow).
     """
-    from refsr_cli.methods import load_method
-    from refsr_cli.resize import upscale
+    from refsr_cli.inference.methods import load_method
+    from refsr_cli.ops.resize import upscale
 
     torch.manual_seed(0)
     if weights is not None:

@@ -3,7 +3,7 @@
     python benchmarks/bench_patchmatch.py                 # all of it
     python benchmarks/bench_patchmatch.py --pairs 4 --threads 2 --skip-speed
 
-Pairs: views (0,0) → (1,1) of procedural light fields (``refsr_cli.synthetic.render_light_field``)
+Pairs: views (0,0) → (1,1) of procedural light fields (``refsr_cli.prepare.synthetic.render_light_field``)
 when that module is importable; otherwise a natural skimage photo and its copy shifted by a known
 sub-pixel disparity (a scene point at x in view (0,0) is at x − d/7 in view (1,1), on both axes),
 made with cubic-spline interpolation. The script prints which data it used. Ref = view (0,0),
@@ -21,9 +21,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from refsr_cli.baselines import bicubic, patchmatch  # noqa: E402
+from refsr_cli.inference.baselines import bicubic, patchmatch  # noqa: E402
 from refsr_cli.metrics import psnr  # noqa: E402
-from refsr_cli.resize import downscale  # noqa: E402
+from refsr_cli.ops.resize import downscale  # noqa: E402
 
 H, W = 320, 512
 
@@ -35,7 +35,7 @@ def _to_tensor(array: np.ndarray) -> torch.Tensor:
 def light_field_pairs(count: int) -> tuple[str, list[tuple[torch.Tensor, torch.Tensor]]]:
     """``(description, [(ref, hr), …])``: ``1×3×320×512`` views (0,0) and (1,1)."""
     try:
-        from refsr_cli.synthetic import render_light_field
+        from refsr_cli.prepare.synthetic import render_light_field
     except ImportError:
         render_light_field = None
     if render_light_field is not None:
@@ -43,7 +43,7 @@ def light_field_pairs(count: int) -> tuple[str, list[tuple[torch.Tensor, torch.T
         for seed in range(count):
             lf = render_light_field(seed, height=H, width=W, max_disparity=20.0)
             pairs.append((_to_tensor(lf[0, 0]), _to_tensor(lf[1, 1])))
-        return f"refsr_cli.synthetic.render_light_field seeds 0..{count - 1}, views (0,0)->(1,1)", pairs
+        return f"refsr_cli.prepare.synthetic.render_light_field seeds 0..{count - 1}, views (0,0)->(1,1)", pairs
     return _shifted_photo_pairs(count)
 
 
@@ -71,7 +71,7 @@ def _shifted_photo_pairs(count: int):
         # view (1,1)(x) = view (0,0)(x + d/7): nd_shift by −d/7 samples the input at x + d/7.
         pairs.append((_to_tensor(crop(photo)), _to_tensor(crop(shifted))))
         names.append(f"{name} d={d:.1f}")
-    return ("fallback (refsr_cli.synthetic not importable): skimage photos shifted by d/7 px per axis, "
+    return ("fallback (refsr_cli.prepare.synthetic not importable): skimage photos shifted by d/7 px per axis, "
             + ", ".join(names)), pairs
 
 

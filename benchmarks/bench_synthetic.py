@@ -1,4 +1,4 @@
-"""Speed and realism of the procedural light fields (refsr_cli/synthetic.py).
+"""Speed and realism of the procedural light fields (refsr_cli/prepare/synthetic.py).
 
     python benchmarks/bench_synthetic.py [--count 12] [--timing-runs 5]
 
@@ -26,8 +26,8 @@ from scipy.stats import kurtosis
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from refsr_cli.resize import downscale, upscale  # noqa: E402
-from refsr_cli.synthetic import render_light_field  # noqa: E402
+from refsr_cli.ops.resize import downscale, upscale  # noqa: E402
+from refsr_cli.prepare.synthetic import render_light_field  # noqa: E402
 
 
 def image_stats(image: np.ndarray) -> dict:

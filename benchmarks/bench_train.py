@@ -1,6 +1,6 @@
 """Training throughput of every variant: iterations/s and the data-wait fraction, measured in one run.
 
-Runs the real training loop (`refsr_cli.train.train`) for a few iterations per variant on a store and
+Runs the real training loop (`refsr_cli.training.loop.train`) for a few iterations per variant on a store and
 reads the step timings from the run's log. Iterations/s are for the timed iterations only (the first,
 warm-up, iteration is excluded by logging after it).
 
@@ -18,8 +18,9 @@ from pathlib import Path
 
 import torch
 
-from refsr_cli.prepare import prepare_synthetic
-from refsr_cli.train import read_log, resolve_config, train
+from refsr_cli.prepare.pipeline import prepare_synthetic
+from refsr_cli.training.config import resolve_config
+from refsr_cli.training.loop import read_log, train
 
 
 def measure(variant: str, store: Path, device: str, batch: int, iters: int, crop, scale: int, size: str) -> dict:

@@ -305,7 +305,7 @@ def evaluate(sr, gt, y: bool = False, crop: int = 0) -> dict:
 
 
 def _evaluate_files(name: str, sr_file: Path, gt_file: Path, y: bool, crop: int) -> dict:
-    from refsr_cli.image_io import read_image
+    from refsr_cli.data.image_io import read_image
 
     sr, _ = read_image(sr_file)
     gt, _ = read_image(gt_file)
@@ -333,7 +333,7 @@ def pair_key(stem: str) -> str:
 
 
 def _images_by_key(folder: Path) -> dict[str, Path]:
-    from refsr_cli.image_io import list_images
+    from refsr_cli.data.image_io import list_images
 
     files = list_images(folder)
     if not files:
@@ -410,13 +410,28 @@ def compare_paths(sr_path, gt_path, y: bool = False, crop: int = 0, jobs: int = 
     return results
 
 
+def mean_of(values, *, keep_inf: bool = False) -> float | None:
+    """Mean of the numbers in ``values``; ``None`` when none is left.
+
+    ``None``, non-numbers and NaN are skipped. ``±inf`` (the PSNR of an exact copy) is skipped too unless
+    ``keep_inf``: ``refsr metrics`` reports such a mean as ``inf``, infer's and bench's means skip it.
+    """
+    kept = [float(v) for v in values if isinstance(v, (int, float, np.number)) and not math.isnan(v)
+            and (keep_inf or math.isfinite(v))]
+    return float(np.mean(kept)) if kept else None
+
+
+def mean_of_rows(rows, keys=None, *, keep_inf: bool = False) -> dict:
+    """``{key: mean_of(row[key] for row in rows)}`` for ``keys`` (default: every key any row has)."""
+    rows = list(rows)
+    keys = sorted({k for row in rows for k in row}) if keys is None else keys
+    return {key: mean_of((row.get(key) for row in rows), keep_inf=keep_inf) for key in keys}
+
+
 def mean_row(rows: list[dict]) -> dict:
-    """Mean of each metric over ``rows`` (``inf`` if any PSNR is ``inf``; NaNs skipped)."""
-    out = {}
-    for key in METRICS:
-        values = [r[key] for r in rows if not math.isnan(r[key])]
-        out[key] = float(np.mean(values)) if values else math.nan
-    return out
+    """Mean of each metric over ``rows`` (``inf`` if any PSNR is ``inf``; NaNs skipped; NaN if none)."""
+    means = mean_of_rows(rows, METRICS, keep_inf=True)
+    return {key: math.nan if value is None else value for key, value in means.items()}
 
 
 def finite_or_none(value):
@@ -438,7 +453,7 @@ def to_json(rows: list[dict]) -> str:
 
 def write_csv(path, rows: list[dict]) -> None:
     """CSV with columns name, psnr, ssim, ifc and a last row ``mean``; written atomically."""
-    from refsr_cli.image_io import atomic_write
+    from refsr_cli.data.files import atomic_write
 
     def write(tmp: Path) -> None:
         with open(tmp, "w", newline="") as fh:

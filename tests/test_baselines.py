@@ -4,10 +4,10 @@ import pytest
 import torch
 from skimage import data
 
-from refsr_cli.baselines import BASELINES, DESCRIPTIONS, bicubic, patchmatch
+from refsr_cli.inference.baselines import BASELINES, DESCRIPTIONS, bicubic, patchmatch
 from refsr_cli.errors import RefsrError
 from refsr_cli.metrics import psnr
-from refsr_cli.resize import downscale, upscale
+from refsr_cli.ops.resize import downscale, upscale
 
 DX, DY = 5, 3  # the LR view's content sits at Ref(p + (DX, DY))
 

@@ -16,10 +16,10 @@ import torch
 from click.testing import CliRunner
 
 from refsr_cli.archs import build_model, spec
-from refsr_cli.checkpoint import save_checkpoint
+from refsr_cli.archs.checkpoint import save_checkpoint
 from refsr_cli.cli import main
-from refsr_cli.resize import imresize
-from refsr_cli.store import assemble_store, write_part
+from refsr_cli.ops.resize import imresize
+from refsr_cli.data.store import assemble_store, write_part
 
 H, W = 80, 112          # IFC needs ≥ 72 px; multiples of 4 and 8
 SCALE = 4
@@ -143,8 +143,8 @@ def test_bench_bad_input_is_one_line(tmp_path):
 
 def test_builtin_set(tmp_path, monkeypatch):
     """The built-in synthetic store is rendered once into $REFSR_CACHE and reused; stereo pair geometry."""
-    from refsr_cli import builtin_data
-    from refsr_cli.bench import StoreSource
+    from refsr_cli.bench import builtin_data
+    from refsr_cli.bench.sources import StoreSource
 
     monkeypatch.setenv("REFSR_CACHE", str(tmp_path / "cache"))
     path = builtin_data.builtin_store(count=1, size=(64, 64))

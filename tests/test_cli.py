@@ -38,7 +38,7 @@ def test_atomic_writes_get_normal_file_permissions(tmp_path):
 
     import torch
 
-    from refsr_cli.image_io import write_image
+    from refsr_cli.data.image_io import write_image
 
     umask = os.umask(0o022)
     try:

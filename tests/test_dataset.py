@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from refsr_cli.dataset import LightFieldDataset, iter_test_pairs
-from refsr_cli.resize import downscale
-from refsr_cli.store import assemble_store, write_part
+from refsr_cli.data.lightfield_dataset import LightFieldDataset, iter_test_pairs
+from refsr_cli.ops.resize import downscale
+from refsr_cli.data.store import assemble_store, write_part
 
 H, W = 64, 96
 

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import torch
 
-from refsr_cli.checkpoint import load_model, read_checkpoint
-from refsr_cli.train import resolve_config, train
+from refsr_cli.archs.checkpoint import load_model, read_checkpoint
+from refsr_cli.training.config import resolve_config
+from refsr_cli.training.loop import train
 
 EXPORT = Path(__file__).resolve().parent.parent / "weights" / "export.py"
 

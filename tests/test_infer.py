@@ -10,16 +10,16 @@ import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 
-from refsr_cli import checkpoint
+from refsr_cli.archs import checkpoint
 from refsr_cli.archs import build_model, spec, variants
 from refsr_cli.cli import main
-from refsr_cli.image_io import encode_png, read_image
-from refsr_cli.infer import infer_pairs
-from refsr_cli.methods import baselines, load_method
-from refsr_cli.pairs import discover_pairs
-from refsr_cli.prealign import Alignment, prealign, resample_reference
-from refsr_cli.resize import downscale, upscale
-from refsr_cli.warp import shift
+from refsr_cli.data.image_io import encode_png, read_image
+from refsr_cli.inference.pipeline import infer_pairs
+from refsr_cli.inference.methods import baselines, load_method
+from refsr_cli.data.pairs import discover_pairs
+from refsr_cli.ops.prealign import Alignment, prealign, resample_reference
+from refsr_cli.ops.resize import downscale, upscale
+from refsr_cli.ops.warp import shift
 
 SCALE = 4
 
@@ -285,8 +285,8 @@ def test_crossmpi_plane_sweep_geometry_options(tmp_path):
     import numpy as np
 
     from refsr_cli.archs import build_model, spec
-    from refsr_cli.checkpoint import save_checkpoint
-    from refsr_cli.image_io import write_image
+    from refsr_cli.archs.checkpoint import save_checkpoint
+    from refsr_cli.data.image_io import write_image
 
     torch.manual_seed(0)
     model = build_model("crossmpi", **spec("crossmpi").tiny)

@@ -5,12 +5,14 @@ import pytest
 import torch
 from skimage import data
 
-from refsr_cli import losses
+from refsr_cli.training.losses.ccnet import ccnet_loss, ccnet_pseudo_offsets
+from refsr_cli.training.losses.crossmpi import crossmpi_loss
+from refsr_cli.training.losses.perceptual import VGGPerceptual
 from refsr_cli.archs import build_model, spec
 from refsr_cli.archs.crossmpi import plane_sweep_volume
-from refsr_cli.checkpoint import load_model, save_checkpoint
+from refsr_cli.archs.checkpoint import load_model, save_checkpoint
 from refsr_cli.errors import RefsrError
-from refsr_cli.resize import downscale
+from refsr_cli.ops.resize import downscale
 
 torch.set_num_threads(1)
 
@@ -85,14 +87,14 @@ def test_gradients_reach_every_parameter():
     for last in [r.tail for r in model.refiners] + [model.fuse[-1]]:
         torch.nn.init.normal_(last.weight, std=1e-2)
     sr, aux = model(lr, ref, 8)
-    assert _all_grads(model, losses.crossmpi_loss(sr, hr, aux, lr)) == set()
+    assert _all_grads(model, crossmpi_loss(sr, hr, aux, lr)) == set()
     sr, aux = model(lr[..., :6, :6], ref[..., :24, :24], 4)
-    unused = _all_grads(model, losses.crossmpi_loss(sr, hr[..., :24, :24], aux, lr[..., :6, :6]))
+    unused = _all_grads(model, crossmpi_loss(sr, hr[..., :24, :24], aux, lr[..., :6, :6]))
     assert unused == {n for n, _ in model.named_parameters() if n.startswith(("refiners.2.", "guide_down.1."))}
 
     model = _tiny("refsrnet").train()
     sr, aux = model(lr, ref, 8)
-    loss = (sr - hr).abs().mean() + losses.ccnet_loss(aux, hr=hr)
+    loss = (sr - hr).abs().mean() + ccnet_loss(aux, hr=hr)
     assert _all_grads(model, loss) == set()
 
 
@@ -121,7 +123,7 @@ def test_crossmpi_attention_peaks_at_true_plane():
             lr = downscale(hr, 4)
             model.train()
             sr, aux = model(lr, ref, 4)
-            terms = losses.crossmpi_loss(sr, hr, aux, lr, return_terms=True)
+            terms = crossmpi_loss(sr, hr, aux, lr, return_terms=True)
             loss = terms["l1"] + 0.2 * terms["internal"] if full else terms["internal"]
             opt.zero_grad()
             loss.backward()
@@ -149,23 +151,23 @@ def test_ccnet_targets_and_loss():
     lr = downscale(hr, 4)
     model = _tiny("refsrnet").train()
     _, aux = model(lr, ref, 4)
-    index = losses.ccnet_pseudo_offsets(aux, hr, ref)                  # N×Gy×Gx
+    index = ccnet_pseudo_offsets(aux, hr, ref)                  # N×Gy×Gx
     found = aux["match_offsets"][index]                                # N×Gy×Gx×2
     assert (found[0, 1:-1, 1:-1] == torch.tensor([4, 6])).all()
     flow = torch.zeros(1, 2, 64, 64)
     flow[:, 0], flow[:, 1] = 4.0, 6.0
-    assert torch.allclose(losses.ccnet_loss(aux, flow), losses.ccnet_loss(aux, hr=hr))
+    assert torch.allclose(ccnet_loss(aux, flow), ccnet_loss(aux, hr=hr))
     opt = torch.optim.Adam(model.ccnet.parameters(), lr=3e-3)
     first = None
     for _ in range(6):
         _, aux = model(lr, ref, 4)
-        loss = losses.ccnet_loss(aux, flow)
+        loss = ccnet_loss(aux, flow)
         first = float(loss.detach()) if first is None else first
         opt.zero_grad()
         loss.backward()
         opt.step()
     assert float(loss.detach()) < first
-    assert torch.isfinite(losses.ccnet_loss(aux)).all()                 # self-supervised fallback
+    assert torch.isfinite(ccnet_loss(aux)).all()                 # self-supervised fallback
 
 
 @pytest.mark.parametrize("name", ["crossmpi", "refsrnet"])
@@ -203,27 +205,27 @@ def _vgg_state(tmp_path, shapes_ok=True):
 
 def test_vgg_perceptual_and_crossmpi_loss(tmp_path):
     with pytest.raises(RefsrError, match="no such VGG-19"):
-        losses.VGGPerceptual(tmp_path / "missing.pth")
+        VGGPerceptual(tmp_path / "missing.pth")
     (tmp_path / "junk.pth").write_bytes(b"not a torch file")
     with pytest.raises(RefsrError, match="not a readable"):
-        losses.VGGPerceptual(tmp_path / "junk.pth")
+        VGGPerceptual(tmp_path / "junk.pth")
     with pytest.raises(RefsrError, match="not VGG-19 weights"):
-        losses.VGGPerceptual(_vgg_state(tmp_path, shapes_ok=False), layers=("relu1_2", "relu2_2"))
+        VGGPerceptual(_vgg_state(tmp_path, shapes_ok=False), layers=("relu1_2", "relu2_2"))
     with pytest.raises(RefsrError, match="missing"):   # file has blocks 1–2 only
-        losses.VGGPerceptual(_vgg_state(tmp_path))
-    vgg = losses.VGGPerceptual(_vgg_state(tmp_path), layers=("relu1_2", "relu2_2"))
+        VGGPerceptual(_vgg_state(tmp_path))
+    vgg = VGGPerceptual(_vgg_state(tmp_path), layers=("relu1_2", "relu2_2"))
     assert all(not p.requires_grad for p in vgg.parameters())
     hr, lr_synth = torch.rand(1, 3, 32, 32), torch.rand(1, 3, 8, 8)
     sr = hr.clone().requires_grad_(True)
     assert float(vgg(sr, hr).detach()) == 0.0
     sr2 = (hr + 0.1 * torch.randn_like(hr)).requires_grad_(True)
     lr = downscale(hr, 4)
-    terms = losses.crossmpi_loss(sr2, hr, {"lr_synth": lr_synth}, lr, perceptual=vgg, return_terms=True)
+    terms = crossmpi_loss(sr2, hr, {"lr_synth": lr_synth}, lr, perceptual=vgg, return_terms=True)
     assert set(terms) == {"l1", "internal", "perceptual"} and float(terms["perceptual"].detach()) > 0
-    total = losses.crossmpi_loss(sr2, hr, {"lr_synth": lr_synth}, lr, perceptual=vgg)
+    total = crossmpi_loss(sr2, hr, {"lr_synth": lr_synth}, lr, perceptual=vgg)
     expected = terms["l1"] + 0.2 * terms["internal"] + terms["perceptual"]
     torch.testing.assert_close(total, expected)
     total.backward()
     assert sr2.grad is not None and sr2.grad.abs().sum() > 0
-    no_vgg = losses.crossmpi_loss(sr2, hr, {"lr_synth": lr_synth}, lr)
+    no_vgg = crossmpi_loss(sr2, hr, {"lr_synth": lr_synth}, lr)
     torch.testing.assert_close(no_vgg, terms["l1"] + 0.2 * terms["internal"])

@@ -4,7 +4,7 @@ import imageio.v3 as iio
 import pytest
 
 from refsr_cli.errors import RefsrError
-from refsr_cli.pairs import discover_pairs, parse_shard, shard
+from refsr_cli.data.pairs import discover_pairs, parse_shard, shard
 
 
 def _png(path, h=8, w=12):

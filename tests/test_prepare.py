@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from refsr_cli import lightfield, prepare
+from refsr_cli.prepare import lightfield, pipeline as prepare
 from refsr_cli.cli import main, pipeline
 from refsr_cli.commands.prepare import command as prepare_command
 from refsr_cli.errors import RefsrError
-from refsr_cli.store import open_store
+from refsr_cli.data.store import open_store
 
 H, W = 10, 14          # views per light field in the test data (tiny)
 CROP = (8, 12)
@@ -282,7 +282,7 @@ def test_help_has_examples():
 
 
 def test_prepare_synthetic_end_to_end(tmp_path):
-    pytest.importorskip("refsr_cli.synthetic")
+    pytest.importorskip("refsr_cli.prepare.synthetic")
     out = tmp_path / "syn"
     result = run_cli("prepare", "synthetic", "--out", out, "--count", 2, "--test-count", 1, "--seed", 3,
                      "--size", 16, 24, "--max-disparity", 4, "--jobs", 1)
@@ -291,7 +291,7 @@ def test_prepare_synthetic_end_to_end(tmp_path):
     assert (len(train), len(test), train.height, train.width) == (2, 1, 16, 24)
     assert train.attrs["synthetic"] and train.attrs["source"] == "synthetic"
     assert train.attrs["synthetic_params"]["max_disparity"] == 4.0
-    from refsr_cli.synthetic import render_light_field
+    from refsr_cli.prepare.synthetic import render_light_field
 
     expected = render_light_field(prepare.synthetic_seed(3, "train", 1), height=16, width=24, max_disparity=4.0)
     np.testing.assert_array_equal(train.views(1), expected)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from refsr_cli.resize import downscale, imresize, upscale
+from refsr_cli.ops.resize import downscale, imresize, upscale
 
 
 def _matlab_cubic(x: float) -> float:

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from refsr_cli.archs import build_model
-from refsr_cli.checkpoint import read_checkpoint
-from refsr_cli.train import initialise, load_toml, model_kwargs, resolve_config
+from refsr_cli.archs.checkpoint import read_checkpoint
+from refsr_cli.training.config import load_toml, model_kwargs, resolve_config
+from refsr_cli.training.initialise import initialise
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = sorted((ROOT / "weights").glob("*_x[48].pt"))

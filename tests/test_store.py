@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from refsr_cli.errors import RefsrError
-from refsr_cli.store import FORMAT, FORMAT_VERSION, assemble_store, open_store, write_part
+from refsr_cli.data.store import FORMAT, FORMAT_VERSION, assemble_store, open_store, write_part
 
 
 def light_field(seed: int, h: int = 12, w: int = 20) -> np.ndarray:

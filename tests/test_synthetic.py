@@ -13,7 +13,7 @@ from scipy.optimize import minimize
 from skimage.filters import window
 from skimage.registration import phase_cross_correlation
 
-from refsr_cli.synthetic import (
+from refsr_cli.prepare.synthetic import (
     GENERATOR_VERSION, Layer, _scene, background_extent, render_layers, render_light_field,
     synthetic_attributes,
 )
@@ -177,7 +177,7 @@ def test_deterministic_and_seed_dependent():
 def test_identical_bytes_in_another_process_with_other_threads_and_hash_seed():
     digest = hashlib.sha256(render_light_field(9, height=64, width=96, max_disparity=8.0).tobytes())
     code = ("import hashlib, torch; torch.set_num_threads(2); "
-            "from refsr_cli.synthetic import render_light_field as r; "
+            "from refsr_cli.prepare.synthetic import render_light_field as r; "
             "print(hashlib.sha256(r(9, height=64, width=96, max_disparity=8.0).tobytes()).hexdigest())")
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -6,10 +6,10 @@ import skimage.data
 import torch
 
 from refsr_cli.archs import build_model, spec, variants
-from refsr_cli.methods import Method, load_method
-from refsr_cli.resize import downscale
-from refsr_cli.tiling import axis_weights, plan_axis, tile_grid, tiled_inference
-from refsr_cli.warp import shift
+from refsr_cli.inference.methods import Method, load_method
+from refsr_cli.ops.resize import downscale
+from refsr_cli.inference.tiling import axis_weights, plan_axis, tile_grid, tiled_inference
+from refsr_cli.ops.warp import shift
 
 
 def _psnr(a, b):

@@ -9,7 +9,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from refsr_cli.checkpoint import load_model, read_checkpoint
+from refsr_cli.archs.checkpoint import load_model, read_checkpoint
 from refsr_cli.cli import main
 
 
@@ -40,7 +40,8 @@ def test_resume_equals_uninterrupted(tiny_lf_store, tmp_path):
     straight, split = tmp_path / "straight", tmp_path / "split"
     assert runner.invoke(main, _train_args(tiny_lf_store, straight, "crossnet", 6)).exit_code == 0
     # Same command, interrupted after 3 iterations (the state is saved every 2 and at the stop) ...
-    from refsr_cli.train import resolve_config, train
+    from refsr_cli.training.config import resolve_config
+    from refsr_cli.training.loop import train
 
     config = resolve_config("crossnet", scale=4, iters=6, model_size="tiny", crop=[32, 32], batch=1,
                             checkpoint_every=2, data=[str(tiny_lf_store)])
@@ -113,8 +114,8 @@ def test_chained_prepare_train_bench(tmp_path):
 
 
 def test_trained_checkpoint_runs_in_infer(tiny_lf_store, tmp_path):
-    from refsr_cli.dataset import iter_test_pairs
-    from refsr_cli.image_io import read_image, write_image
+    from refsr_cli.data.lightfield_dataset import iter_test_pairs
+    from refsr_cli.data.image_io import read_image, write_image
 
     run = tmp_path / "run"
     assert CliRunner().invoke(main, _train_args(tiny_lf_store, run, "crossnet", 1)).exit_code == 0
@@ -131,7 +132,7 @@ def test_trained_checkpoint_runs_in_infer(tiny_lf_store, tmp_path):
 
 def test_training_samples_carry_the_view_pair_baseline(tiny_lf_store):
     """Cross-MPI's plane sweep gets each sample's baseline: (k/7, k/7) for view (k,k), mirrored by flips."""
-    from refsr_cli.training_data import collate, open_training_data
+    from refsr_cli.data.training_samples import collate, open_training_data
 
     data = open_training_data([str(tiny_lf_store)], scale=4, crop=(32, 32), views="diagonal", ref_view=(0, 0),
                               parallax_shift=0, flips=True, seed=3)
@@ -226,7 +227,7 @@ def test_crossnetpp_starts_from_a_crossnet_checkpoint(tiny_lf_store, crossnet_ru
 
 
 def test_plateau_rule_drops_the_rate_then_declares_convergence():
-    from refsr_cli.plateau import CONVERGED, DROP, PlateauRule
+    from refsr_cli.training.plateau import CONVERGED, DROP, PlateauRule
 
     rule = PlateauRule.from_config({"patience": 2, "min_delta": 0.1, "drops": 1})
     events = [rule.observe(psnr, i) for i, psnr in enumerate([30.0, 30.5, 30.55, 30.58, 30.7, 30.6, 30.65])]
@@ -246,7 +247,8 @@ def _plateau_args(store, out, tmp_path, source):
 
 
 def test_plateau_stops_a_run_and_resume_keeps_its_count(tiny_lf_store, tmp_path):
-    from refsr_cli.train import load_toml, resolve_config, train
+    from refsr_cli.training.config import load_toml, resolve_config
+    from refsr_cli.training.loop import train
 
     runner = CliRunner()
     source = tmp_path / "source"
@@ -285,7 +287,8 @@ def test_plateau_without_validation_is_a_clean_error(tiny_lf_store, tmp_path):
 
 
 def test_landmarks_are_computed_when_only_a_stage_uses_them(tiny_lf_store):
-    from refsr_cli.train import resolve_config, training_dataset
+    from refsr_cli.training.config import resolve_config
+    from refsr_cli.training.loop import training_dataset
 
     # The landmark term off in the final loss but on in the alignment stage: the stage must get its points.
     config = resolve_config("crossnetpp", scale=4, model_size="tiny", crop=[32, 32], data=[str(tiny_lf_store)],

@@ -13,10 +13,10 @@ from click.testing import CliRunner
 
 from refsr_cli.cli import main
 from refsr_cli.errors import RefsrError
-from refsr_cli.losses import flow_loss
-from refsr_cli.store import open_store
-from refsr_cli.synthetic import render_light_field
-from refsr_cli.warp import backward_warp
+from refsr_cli.training.losses.flow import flow_loss
+from refsr_cli.data.store import open_store
+from refsr_cli.prepare.synthetic import render_light_field
+from refsr_cli.ops.warp import backward_warp
 
 
 def _psnr(a: torch.Tensor, b: torch.Tensor, border: int = 6) -> float:
@@ -30,7 +30,7 @@ def _image(view: np.ndarray) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def disparity_store(tmp_path_factory):
-    from refsr_cli.prepare import prepare_synthetic
+    from refsr_cli.prepare.pipeline import prepare_synthetic
 
     out = tmp_path_factory.mktemp("disparity-store")
     prepare_synthetic(out, count=2, test_count=1, seed=4, height=64, width=96, max_disparity=8.0, jobs=1,
@@ -71,7 +71,7 @@ def test_prepare_disparity_writes_a_compressed_float16_dataset(disparity_store, 
         ds = h5["disparity"]
         assert ds.dtype == np.float16 and ds.shape == (2, 8, 8, 64, 96) and ds.chunks == (1, 1, 1, 64, 96)
     # The stored maps are the renderer's (float16-rounded) and the views are unchanged by the option.
-    from refsr_cli.prepare import synthetic_seed
+    from refsr_cli.prepare.pipeline import synthetic_seed
 
     views, per_view = render_light_field(synthetic_seed(4, "train", 1), height=64, width=96, max_disparity=8.0,
                                          return_disparity="views")
@@ -105,7 +105,7 @@ def test_disparity_option_is_synthetic_only(tmp_path):
 
 
 def test_training_samples_carry_the_true_flow_through_shift_and_flips(disparity_store):
-    from refsr_cli.training_data import collate, open_training_data
+    from refsr_cli.data.training_samples import collate, open_training_data
 
     data = open_training_data([str(disparity_store)], scale=4, crop=(48, 64), views="random", ref_view=(0, 0),
                               parallax_shift=6, flips=True, seed=1, flow=True)
@@ -134,7 +134,7 @@ def test_training_samples_carry_the_true_flow_through_shift_and_flips(disparity_
 
 
 def test_flow_samples_need_a_store_with_disparity(tiny_lf_store):
-    from refsr_cli.training_data import open_training_data
+    from refsr_cli.data.training_samples import open_training_data
 
     with pytest.raises(RefsrError, match="--disparity"):
         open_training_data([str(tiny_lf_store)], scale=4, crop=(32, 32), views="random", ref_view=(0, 0),
@@ -159,7 +159,7 @@ def test_flow_loss_is_zero_for_the_true_flow_at_every_scale_and_counts_hr_pixels
 def test_the_flow_loss_trains_exactly_the_flow_network_that_points_at_ref(disparity_store, tmp_path, variant,
                                                                           supervised):
     from refsr_cli.archs import build_model, spec
-    from refsr_cli.checkpoint import read_checkpoint
+    from refsr_cli.archs.checkpoint import read_checkpoint
 
     out = tmp_path / variant
     config = tmp_path / "flow.toml"
@@ -194,8 +194,8 @@ def test_refsrnet_match_targets_from_the_true_flow_agree_with_the_exhaustive_hr_
     must be the one whose Ref window matches the HR window (the ``ccnet`` term's target), and not with the
     flow's sign reversed."""
     from refsr_cli.archs import build_model, spec
-    from refsr_cli.losses import ccnet_pseudo_offsets, ccnet_true_targets
-    from refsr_cli.training_data import collate, open_training_data
+    from refsr_cli.training.losses.ccnet import ccnet_pseudo_offsets, ccnet_true_targets
+    from refsr_cli.data.training_samples import collate, open_training_data
 
     data = open_training_data([str(disparity_store)], scale=4, crop=(64, 96), views="diagonal", ref_view=(0, 0),
                               parallax_shift=0, flips=True, seed=3, flow=True)

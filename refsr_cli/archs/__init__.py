@@ -1,9 +1,14 @@
-"""Network registry: one module per architecture, each registered under its variant name.
+"""Variant registry: one module per architecture, registered under its variant name with its recipe.
 
-Every RefSR variant is an :class:`~refsr_cli.archs.base.RefSRModel`: ``model(lr, ref, scale)``
-returns ``(sr, aux)`` where ``aux`` is a dict of intermediates (flows, warped reference, alphas,
-depth, match confidence). ``build_model(name, **config)`` builds the paper-size network unless the
-config says otherwise; ``model.config`` holds everything needed to rebuild it (checkpoints store it).
+Every RefSR variant is a :class:`~refsr_cli.archs.base.RefSRModel`: ``model(lr, ref, scale, **options)``
+returns ``(sr, aux)`` where ``aux`` is a dict of intermediates (flows, warped reference, alphas, depth,
+match confidence). ``build_model(name, **config)`` builds the paper-size network unless the config says
+otherwise; ``model.config`` holds everything needed to rebuild it (checkpoints store it).
+
+What training, inference and the benchmark do differently for a variant is its :class:`Recipe`,
+registered beside the architecture: its training preset, the loss terms it trains with, the batch entries
+its forward reads, and the forward options a pair's geometry gives it. Code outside ``archs/`` asks the
+registry and never tests a variant's name.
 """
 from __future__ import annotations
 
@@ -12,6 +17,47 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch.nn as nn
+
+from refsr_cli.errors import RefsrError
+
+# Loss terms every variant can train with: they compare the output with the ground truth only.
+PIXEL_LOSSES = ("charbonnier", "l1")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a variant is trained and run, beyond its architecture.
+
+    Attributes:
+        preset: training defaults that differ from the common ones (the paper's loss weights, stages,
+            crop, batch, views …; :mod:`refsr_cli.training.config`).
+        losses: loss terms beyond :data:`PIXEL_LOSSES` that the variant's outputs support (names of
+            :mod:`refsr_cli.training.losses.terms`); a configuration weighting any other term is refused.
+        forward_keys: training-batch entries passed to ``forward`` as keyword options (Cross-MPI reads
+            the sample's ``baseline``); absent entries are left out.
+        pair_options: ``(model, geometry) -> forward options`` for a pair whose geometry is known or given
+            (``geometry``: ``baseline`` ``(bx, by)``, optionally ``disparity_range`` ``(lo, hi)`` in HR px);
+            ``None``: the variant takes no geometry.
+    """
+
+    preset: dict = field(default_factory=dict)
+    losses: tuple[str, ...] = ()
+    forward_keys: tuple[str, ...] = ()
+    pair_options: Callable[[nn.Module, dict], dict] | None = None
+
+    @property
+    def loss_terms(self) -> tuple[str, ...]:
+        return PIXEL_LOSSES + tuple(t for t in self.losses if t not in PIXEL_LOSSES)
+
+    def training_options(self, batch: dict) -> dict:
+        """Forward keyword options taken from a training batch."""
+        return {key: batch[key] for key in self.forward_keys if key in batch}
+
+    def geometry_options(self, model: nn.Module, geometry: dict) -> dict:
+        """Forward keyword options for a pair's geometry (nothing when the variant takes none)."""
+        if self.pair_options is None or not geometry:
+            return {}
+        return self.pair_options(model, geometry)
 
 
 @dataclass
@@ -24,21 +70,24 @@ class ModelSpec:
     needs_reference: bool = True
     scales: tuple[int, ...] = (4, 8)
     tiny: dict = field(default_factory=dict)   # config of a small same-architecture model (tests, CPU)
+    recipe: Recipe = field(default_factory=Recipe)
 
 
 REGISTRY: dict[str, ModelSpec] = {}
 
-# Modules that register variants on import; order = order shown by `refsr models`.
+# Modules that register the shipped variants on import; their order is the order `refsr models` shows.
 _MODULES = ("crossnet", "crossnetpp", "crossmpi", "refsrnet", "mdsr")
+# The variant `refsr infer` runs when neither --method nor --weights names one.
+DEFAULT_VARIANT = "crossnet"
 
 
 def register(name: str, paper: str, summary: str, input_multiple: int = 1, needs_reference: bool = True,
-             scales: tuple[int, ...] = (4, 8), tiny: dict | None = None):
-    """Class/function decorator adding a builder to :data:`REGISTRY`."""
+             scales: tuple[int, ...] = (4, 8), tiny: dict | None = None, recipe: Recipe | None = None):
+    """Class/function decorator adding a builder (and its recipe) to :data:`REGISTRY`."""
 
     def decorate(builder):
         REGISTRY[name] = ModelSpec(name, builder, paper, summary, input_multiple, needs_reference, scales,
-                                   dict(tiny or {}))
+                                   dict(tiny or {}), recipe or Recipe())
         return builder
 
     return decorate
@@ -46,22 +95,18 @@ def register(name: str, paper: str, summary: str, input_multiple: int = 1, needs
 
 def _load_all() -> None:
     for module in _MODULES:
-        try:
-            importlib.import_module(f"refsr_cli.archs.{module}")
-        except ModuleNotFoundError as exc:  # a variant still being written must not break the others
-            if exc.name != f"refsr_cli.archs.{module}":
-                raise
+        importlib.import_module(f"refsr_cli.archs.{module}")
 
 
 def variants() -> list[str]:
+    """Registered variant names: the shipped ones in :data:`_MODULES` order, then any registered later."""
     _load_all()
-    return [name for name in _MODULES if name in REGISTRY]
+    return [n for n in _MODULES if n in REGISTRY] + [n for n in REGISTRY if n not in _MODULES]
 
 
 def spec(name: str) -> ModelSpec:
     _load_all()
     if name not in REGISTRY:
-        from refsr_cli.errors import RefsrError
         raise RefsrError(f"unknown variant {name!r} (known: {', '.join(variants())})")
     return REGISTRY[name]
 

@@ -38,11 +38,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from refsr_cli.archs import register
+from refsr_cli.archs import Recipe, register
 from refsr_cli.archs.base import RefSRModel
 from refsr_cli.archs.blocks import ResBlock, conv
-from refsr_cli.resize import downscale, upscale
-from refsr_cli.warp import backward_warp
+from refsr_cli.ops.resize import downscale, upscale
+from refsr_cli.ops.warp import backward_warp
 
 PAPER = "Zhou et al., Cross-MPI: Cross-scale Stereo for Image Super-Resolution using Multiplane Images, CVPR 2021"
 
@@ -79,7 +79,7 @@ def plane_sweep_volume(ref: torch.Tensor, disparities, baseline=(1.0, 1.0)) -> t
     """Plane sweep volume of ``ref`` for a light-field view pair or a rectified pair.
 
     ``PSV[n, i](p) = ref[n](p + disparities[i] · baseline)`` — bilinear backward warp with clamped borders
-    (:func:`refsr_cli.warp.backward_warp`). With the project's geometry convention (docs/architecture.md),
+    (:func:`refsr_cli.ops.warp.backward_warp`). With the project's geometry convention (docs/architecture.md),
     Ref = view (0,0) and target view (k,k) use ``baseline = (k/7, k/7)`` with disparities measured between
     views (0,0) and (7,7) (or ``(1, 1)`` with disparities of the pair itself); a rectified pair with the
     target on the right uses ``(1, 0)``.
@@ -99,6 +99,20 @@ def plane_sweep_volume(ref: torch.Tensor, disparities, baseline=(1.0, 1.0)) -> t
     flow = offsets.reshape(n * d, 2, 1, 1).expand(-1, -1, h, w)
     planes = ref.unsqueeze(1).expand(-1, d, -1, -1, -1).reshape(n * d, c, h, w)
     return backward_warp(planes, flow).reshape(n, d, c, h, w)
+
+
+def plane_sweep_options(model: nn.Module, geometry: dict) -> dict:
+    """Forward options that sweep ``model``'s planes along a pair's geometry.
+
+    ``geometry``: ``baseline`` ``(bx, by)`` (default: the model's configured baseline) and optionally
+    ``disparity_range`` ``(lo, hi)`` in HR px along it, which replaces the configured planes by as many
+    planes spread over that range. Returns ``{"baseline": …[, "disparities": (D,)]}``.
+    """
+    options = {"baseline": tuple(geometry.get("baseline") or model.config["baseline"])}
+    if "disparity_range" in geometry:
+        lo, hi = geometry["disparity_range"]
+        options["disparities"] = plane_disparities(lo, hi, model.config["num_planes"])
+    return options
 
 
 # ------------------------------------------------------------------------------------------------
@@ -156,7 +170,17 @@ class AlphaRefiner(nn.Module):
           summary="plane sweep of Ref, plane-aware attention at LR, guided alpha upsampling, SR-MPI + FuseNet",
           input_multiple=1, needs_reference=True, scales=(4, 8),
           tiny={"num_planes": 8, "features": 8, "aspp_blocks": 1, "guide_channels": 8, "refine_channels": 8,
-                "refine_blocks": 1, "fuse_channels": 8, "fuse_blocks": 1})
+                "refine_blocks": 1, "fuse_channels": 8, "fuse_blocks": 1},
+          # The paper: L1 + 0.2·internal supervision (+ perceptual with a user VGG-19 file), in three steps:
+          # internal supervision only (alpha maps), then the SR synthesis, then all together. The plane sweep
+          # shifts Ref along the sample's baseline ("baseline" of the batch), so training draws diagonal views
+          # and no parallax shift (a random 2-D shift would leave the plane geometry).
+          recipe=Recipe(preset={"views": "diagonal", "parallax_shift": 0,
+                                "loss": {"l1": 1.0, "internal": 0.2, "perceptual": 0.0},
+                                "stages": [{"until": 0.2, "loss": {"l1": 0.0, "internal": 1.0, "perceptual": 0.0}},
+                                           {"until": 0.6, "loss": {"l1": 1.0, "internal": 0.0, "perceptual": 0.0}}]},
+                        losses=("internal", "perceptual"), forward_keys=("baseline",),
+                        pair_options=plane_sweep_options))
 class CrossMPI(RefSRModel):
     """Cross-MPI.
 

@@ -3,11 +3,11 @@ Cross-scale Warping", ECCV 2018), design.md §4.
 
 Pipeline for ``lr`` (``N×3×h×w``), ``ref`` (``N×3×H×W``, H = s·h, W = s·w)::
 
-    LR↑  = bicubic(lr, s)                       flow input (refsr_cli.resize.upscale)
+    LR↑  = bicubic(lr, s)                       flow input (refsr_cli.ops.resize.upscale)
     LRs  = LR↑, or MDSR(lr, s) if sisr="mdsr"   encoder input ("LR↑ from MDSR" in the paper)
     V0…V3 = FlowNetS+(LR↑, Ref)                 full, 1/2, 1/4, 1/8 resolution
     F_lr  = Enc_lr(LRs)   F_ref = Enc_ref(Ref)  4 scales each, 64 ch, 5×5 convs + SELU
-    F̂_i  = warp(F_ref_i, V_i)                   backward warp (refsr_cli.warp.backward_warp)
+    F̂_i  = warp(F_ref_i, V_i)                   backward warp (refsr_cli.ops.warp.backward_warp)
     SR   = Dec(F_lr, F̂) (+ LRs if global_residual)
 
 Inputs of any size: LR↑/Ref are padded (reflection) to multiples of 64 and the outputs cropped back.
@@ -20,17 +20,17 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from refsr_cli.archs import register
+from refsr_cli.archs import Recipe, register
 from refsr_cli.archs.base import RefSRModel
 from refsr_cli.archs.blocks import conv, deconv
 from refsr_cli.archs.flownet import FlowNetSPlus
-from refsr_cli.resize import upscale
-from refsr_cli.warp import backward_warp, crop_to, pad_to_multiple
+from refsr_cli.ops.resize import upscale
+from refsr_cli.ops.warp import backward_warp, crop_to, pad_to_multiple
 
 PAPER = "Zheng et al., CrossNet, ECCV 2018"
 
 
-def _like(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+def match_memory_format(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     """``x`` in ``ref``'s memory format — grid_sample returns NCHW-contiguous tensors, and mixing formats
     in a ``cat`` would silently drop the following convs off the fast channels_last path."""
     if ref.dim() == 4 and ref.is_contiguous(memory_format=torch.channels_last) and not ref.is_contiguous():
@@ -98,8 +98,8 @@ def build_sisr(sisr: str, sisr_config: dict | None) -> nn.Module | None:
     raise ValueError(f"unknown sisr {sisr!r} (bicubic or mdsr)")
 
 
-class _CrossNetBase(RefSRModel):
-    """Shared input handling of CrossNet and CrossNet++: LR↑, optional SISR, padding to 64."""
+class CrossNetBase(RefSRModel):
+    """Shared input handling of CrossNet and CrossNet++ (``crossnetpp`` subclasses it): LR↑, optional SISR, padding to 64."""
 
     sisr_net: nn.Module | None
     global_residual: bool
@@ -118,10 +118,10 @@ class _CrossNetBase(RefSRModel):
         check_pair(lr, ref, scale)
         lr_up = upscale(lr, scale)
         lrs = lr_up if self.sisr_net is None else self.sisr_net(lr, None, scale)[0]
-        lr_up = _like(lr_up, ref)
+        lr_up = match_memory_format(lr_up, ref)
         lr_up_p, size = pad_to_multiple(lr_up, 64)
         ref_p, _ = pad_to_multiple(ref, 64)
-        lrs_p = lr_up_p if self.sisr_net is None else pad_to_multiple(_like(lrs, ref), 64)[0]
+        lrs_p = lr_up_p if self.sisr_net is None else pad_to_multiple(match_memory_format(lrs, ref), 64)[0]
         return lr_up_p, lrs_p, ref_p, size
 
     def _finish(self, out: torch.Tensor, lrs_p: torch.Tensor, size) -> torch.Tensor:
@@ -134,7 +134,8 @@ class _CrossNetBase(RefSRModel):
         return {name: sum(p.numel() for p in m.parameters()) for name, m in self.named_children()}
 
 
-def _crop_flows(flows: list[torch.Tensor], size) -> list[torch.Tensor]:
+def crop_flow_pyramid(flows: list[torch.Tensor], size) -> list[torch.Tensor]:
+    """Crops a flow pyramid (level ``i`` at 1/2^i resolution, padded) back to the unpadded ``size``."""
     h, w = size
     return [crop_to(v, (-(-h // 2 ** i), -(-w // 2 ** i))) for i, v in enumerate(flows)]
 
@@ -142,8 +143,11 @@ def _crop_flows(flows: list[torch.Tensor], size) -> list[torch.Tensor]:
 @register("crossnet", paper=PAPER,
           summary="FlowNetS+ flows at 4 scales warp Ref encoder features; U-Net decoder fuses them with LR↑",
           input_multiple=64, needs_reference=True, scales=(4, 8),
-          tiny={"width": 0.0625, "features": 8})
-class CrossNet(_CrossNetBase):
+          tiny={"width": 0.0625, "features": 8},
+          # The paper: Charbonnier, Adam 1e-4, ×0.1 after 150k of 200k iterations, parallax ±15 px. Its flows
+          # can be supervised by the true flow ("flow") and its warped reference by the warping loss.
+          recipe=Recipe(preset={"loss": {"charbonnier": 1.0}}, losses=("warping", "flow")))
+class CrossNet(CrossNetBase):
     """CrossNet.
 
     Args:
@@ -174,8 +178,8 @@ class CrossNet(_CrossNetBase):
         flows = self.flownet(lr_up_p, ref_p, levels=4)          # only the 4 scales the decoder uses
         f_lr = self.encoder_lr(lrs_p)
         f_ref = self.encoder_ref(ref_p)
-        warped = [_like(backward_warp(f, v), f) for f, v in zip(f_ref, flows)]
+        warped = [match_memory_format(backward_warp(f, v), f) for f, v in zip(f_ref, flows)]
         sr = self._finish(self.decoder(f_lr, warped), lrs_p, size)
-        aux = {"flow": crop_to(flows[0], size), "flows": _crop_flows(flows, size),
+        aux = {"flow": crop_to(flows[0], size), "flows": crop_flow_pyramid(flows, size),
                "warped": crop_to(backward_warp(ref_p, flows[0]), size), "lr_up": crop_to(lrs_p, size)}
         return sr, aux

@@ -16,17 +16,22 @@ from __future__ import annotations
 
 import torch
 
-from refsr_cli.archs import register
-from refsr_cli.archs.crossnet import Decoder, Encoder, _CrossNetBase, _crop_flows, _like
+from refsr_cli.archs import Recipe, register
+from refsr_cli.archs.crossnet import CrossNetBase, Decoder, Encoder, crop_flow_pyramid, match_memory_format
 from refsr_cli.archs.flownet import FlowNetSPlus
-from refsr_cli.warp import backward_warp, crop_to
+from refsr_cli.ops.warp import backward_warp, crop_to
 
 
 @register("crossnetpp", paper="Tan et al., CrossNet++, TPAMI 2020",
           summary="two-stage FlowNetS+ alignment (Ref̂ supervised by warping + landmark losses), shared encoder",
           input_multiple=64, needs_reference=True, scales=(4, 8),
-          tiny={"width": 0.0625, "features": 8})
-class CrossNetPP(_CrossNetBase):
+          tiny={"width": 0.0625, "features": 8},
+          # The paper's hybrid loss. Stage 1 aligns (warping + landmark losses only), then all terms.
+          recipe=Recipe(preset={"loss": {"charbonnier": 1.0, "warping": 1.0, "landmark": 0.01},
+                                "stages": [{"until": 0.25,
+                                            "loss": {"charbonnier": 0.0, "warping": 1.0, "landmark": 0.01}}]},
+                        losses=("warping", "flow", "landmark")))
+class CrossNetPP(CrossNetBase):
     """CrossNet++.
 
     Args: as :class:`~refsr_cli.archs.crossnet.CrossNet` (``width``, ``features``, ``sisr``,
@@ -55,14 +60,14 @@ class CrossNetPP(_CrossNetBase):
         lr_up_p, lrs_p, ref_p, size = self._prepare(lr, ref, scale)
         n = lr.shape[0]
         flow1 = self.flownet1(lr_up_p, ref_p, levels=1)[0]
-        ref_hat = _like(backward_warp(ref_p, flow1), ref_p)
+        ref_hat = match_memory_format(backward_warp(ref_p, flow1), ref_p)
         flows = self.flownet2(lr_up_p, ref_hat, levels=4)
         # Shared encoder: one call on the stacked batch (bigger GEMMs, one pass over the weights).
         feats = self.encoder(torch.cat((lrs_p, ref_hat), dim=0))
         f_lr = [f[:n] for f in feats]
-        warped = [_like(backward_warp(f[n:], v), f) for f, v in zip(feats, flows)]
+        warped = [match_memory_format(backward_warp(f[n:], v), f) for f, v in zip(feats, flows)]
         sr = self._finish(self.decoder(f_lr, warped), lrs_p, size)
         aux = {"flow_stage1": crop_to(flow1, size), "warped_stage1": crop_to(ref_hat, size),
-               "flow": crop_to(flows[0], size), "flows": _crop_flows(flows, size),
+               "flow": crop_to(flows[0], size), "flows": crop_flow_pyramid(flows, size),
                "warped": crop_to(backward_warp(ref_hat, flows[0]), size), "lr_up": crop_to(lrs_p, size)}
         return sr, aux

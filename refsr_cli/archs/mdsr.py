@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from refsr_cli.archs import register
+from refsr_cli.archs import Recipe, register
 from refsr_cli.archs.base import RefSRModel
 from refsr_cli.archs.blocks import ResBlock, Upsampler, conv
 
@@ -27,7 +27,10 @@ _RGB_MEAN = (0.4488, 0.4371, 0.4040)
 @register("mdsr", paper="Lim et al., EDSR/MDSR, CVPRW 2017",
           summary="multi-scale single-image SR: shared 80×64 residual body, per-scale heads/tails (+×8 path)",
           input_multiple=1, needs_reference=False, scales=(2, 3, 4, 8),
-          tiny={"n_resblocks": 2, "features": 16})
+          tiny={"n_resblocks": 2, "features": 16},
+          # The paper: L1, Adam 1e-4 halved every 2e5 steps; 192×192 HR crops (48×48 LR patches at ×4).
+          recipe=Recipe(preset={"loss": {"l1": 1.0}, "crop": [192, 192], "batch": 16, "lr": 1e-4,
+                                "milestones": [0.5], "gamma": 0.5, "parallax_shift": 0}))
 class MDSR(RefSRModel):
     """Multi-scale EDSR.
 

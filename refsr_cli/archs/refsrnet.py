@@ -11,7 +11,7 @@ patch around it. For each patch centre ``c``, the candidates are ``c + o`` for o
 ``(2R/step + 1)²`` grid (radius ``R = search_radius``, spacing ``search_step``, HR pixels); the match
 logits are inner products ``⟨F_LR(c), F_Ref(c + o)⟩ / √256`` (candidates outside Ref get −1e4) and a
 2-D softmax over the window gives the match distribution, trained as classification against the true
-offset (:func:`refsr_cli.losses.ccnet_loss`). The match is the argmax; its probability is the confidence.
+offset (:func:`refsr_cli.training.losses.ccnet_loss`). The match is the argmax; its probability is the confidence.
 
 **SS-Net** — per patch: LR features from an SRResNet-style body (head conv + residual blocks + conv with a
 long skip) on the ``patch_lr×patch_lr`` LR patch, then ``log2(s)`` nearest-neighbour ×2 upsampling steps;
@@ -35,10 +35,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from refsr_cli.archs import register
+from refsr_cli.archs import Recipe, register
 from refsr_cli.archs.base import RefSRModel
 from refsr_cli.archs.blocks import ResBlock, conv
-from refsr_cli.resize import upscale
+from refsr_cli.ops.resize import upscale
 
 PAPER = ("Zheng et al., Learning Cross-scale Correspondence and Patch-based Synthesis for Reference-based "
          "Super-Resolution, BMVC 2017")
@@ -188,7 +188,11 @@ class SSNet(nn.Module):
           summary="CC-Net dilated siamese matching (2-D softmax over a search window) + SS-Net patch synthesis",
           input_multiple=1, needs_reference=True, scales=(4, 8),
           tiny={"cc_channels": [4, 4, 8, 8, 8, 8], "cc_out": 16, "search_radius": 8, "search_step": 2,
-                "patch_lr": 4, "ss_channels": 8, "ss_blocks": 1, "ref_channels": [4, 8, 8, 8]})
+                "patch_lr": 4, "ss_channels": 8, "ss_blocks": 1, "ref_channels": [4, 8, 8, 8]},
+          # CC-Net's matching trained as classification ("ccnet": against the best HR match; "flow": against
+          # the true flow), SS-Net with a pixel loss.
+          recipe=Recipe(preset={"loss": {"l1": 1.0, "ccnet": 0.1}, "crop": [160, 160], "batch": 4},
+                        losses=("flow", "ccnet")))
 class RefSRNet(RefSRModel):
     """RefSR-Net = CC-Net + SS-Net.
 
@@ -206,7 +210,7 @@ class RefSRNet(RefSRModel):
         ``"match_offsets"`` ``K×2`` (x, y HR px), ``"match_valid"`` ``K×Gy×Gx`` (candidate inside Ref),
         ``"match_centers"`` ``2×Gy×Gx`` (x, y of patch centres), ``"match_flow"`` ``N×2×Gy×Gx`` (chosen
         offsets, i.e. a backward flow sampled at the centres), ``"patch_size"`` / ``"patch_stride"`` (ints),
-        ``"lr_up"`` ``N×3×H×W``, ``"ref"`` and ``"scale"`` (inputs; padded to at least one patch; for :func:`refsr_cli.losses.ccnet_loss`'s
+        ``"lr_up"`` ``N×3×H×W``, ``"ref"`` and ``"scale"`` (inputs; padded to at least one patch; for :func:`refsr_cli.training.losses.ccnet_loss`'s
         self-supervised targets).
     """
 

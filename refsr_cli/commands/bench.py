@@ -1,4 +1,4 @@
-"""``refsr bench`` — thin wrapper over :func:`refsr_cli.bench.run_bench`."""
+"""``refsr bench`` — thin wrapper over :func:`refsr_cli.bench.run.run_bench`."""
 from __future__ import annotations
 
 import shlex
@@ -92,9 +92,9 @@ def command(data, pairs, methods, scales, views, out, weights, jobs, device, bui
       refsr bench --pairs ./pairs --scales 4 --jobs 1
       refsr prepare synthetic --out data train --variant crossnet --iters 200 bench
     """
-    from refsr_cli.bench import run_bench
-    from refsr_cli.checkpoint import read_checkpoint
-    from refsr_cli.report import rich_table
+    from refsr_cli.bench.run import run_bench
+    from refsr_cli.archs.checkpoint import read_checkpoint
+    from refsr_cli.bench.report import rich_table
 
     state = pipeline()
     given = _weights(weights)

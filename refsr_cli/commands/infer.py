@@ -83,10 +83,10 @@ def command(source, scale, out, method, weights, prealign, detector, tile, overl
       refsr train --variant crossnet --scale 4 --iters 200 infer ./pairs --scale 4 --out ./sr
     """
     from refsr_cli.cli import pipeline
-    from refsr_cli.infer import check_output_dir, infer_pairs
-    from refsr_cli.methods import baselines, load_method, method_names, resolve_device
-    from refsr_cli.pairs import discover_pairs, parse_shard, shard as take_shard
-    from refsr_cli.tiling import tile_grid
+    from refsr_cli.inference.pipeline import check_output_dir, infer_pairs
+    from refsr_cli.inference.methods import baselines, load_method, method_names, resolve_device
+    from refsr_cli.data.pairs import discover_pairs, parse_shard, shard as take_shard
+    from refsr_cli.inference.tiling import tile_grid
 
     state = pipeline()
     if source is None:
@@ -101,11 +101,12 @@ def command(source, scale, out, method, weights, prealign, detector, tile, overl
         raise click.BadParameter(f"{method!r} is not one of {', '.join(known)}", param_hint="--method")
     if weights is None and state.checkpoint is not None and (method is None or method not in baselines()):
         # A checkpoint trained earlier in this chain — unless --method asks for another variant.
-        from refsr_cli.checkpoint import read_checkpoint
+        from refsr_cli.archs.checkpoint import read_checkpoint
         if method is None or read_checkpoint(state.checkpoint).get("variant") == method:
             weights = Path(state.checkpoint)
     if method is None and weights is None:
-        method = "crossnet"
+        from refsr_cli.archs import DEFAULT_VARIANT
+        method = DEFAULT_VARIANT
     is_baseline = method in baselines()
     if is_baseline:
         if scale not in BASELINE_SCALES:
@@ -149,14 +150,16 @@ def command(source, scale, out, method, weights, prealign, detector, tile, overl
     the_method = load_method(method, scale, weights=weights, device=run_device,
                              half="bf16" if bf16 else ("fp16" if half else False))
     if baseline or disparity_range:
-        from refsr_cli.bench import plane_sweep_options
+        from refsr_cli.archs import spec, variants
 
-        if getattr(the_method.model, "variant", None) != "crossmpi":
-            raise click.UsageError("--baseline/--disparity-range apply to the crossmpi method only")
-        geometry = {"baseline": tuple(baseline) if baseline else tuple(the_method.model.config["baseline"])}
+        recipe = spec(the_method.name).recipe if the_method.model is not None else None
+        if recipe is None or recipe.pair_options is None:
+            sweeping = [v for v in variants() if spec(v).recipe.pair_options is not None]
+            raise click.UsageError(f"--baseline/--disparity-range apply to the {', '.join(sweeping)} method only")
+        geometry = {"baseline": tuple(baseline)} if baseline else {}
         if disparity_range:
             geometry["disparity_range"] = tuple(disparity_range)
-        the_method.forward_options = plane_sweep_options(the_method, geometry)
+        the_method.forward_options = recipe.geometry_options(the_method.model, geometry)
     console.notice(f"{len(pairs)} pair(s), {the_method.name} ×{scale} on {the_method.device}"
                    + (f" ({the_method.weights})" if the_method.weights else ""))
 
@@ -180,8 +183,8 @@ def command(source, scale, out, method, weights, prealign, detector, tile, overl
 
     scored = [r.metrics for r in results if r.metrics]
     if scored:
-        from refsr_cli.infer import mean_metrics
-        line = f"mean of {len(scored)} pair(s):{_fmt_metrics(mean_metrics(scored))}  → {Path(out) / 'metrics.json'}"
+        from refsr_cli.metrics import mean_of_rows
+        line = f"mean of {len(scored)} pair(s):{_fmt_metrics(mean_of_rows(scored))}  → {Path(out) / 'metrics.json'}"
         if as_json:
             console.notice(line)
         else:

@@ -7,7 +7,7 @@ import click
 import torch
 
 from refsr_cli.archs import build_model, count_parameters, spec, variants
-from refsr_cli.checkpoint import read_checkpoint, shipped_weights
+from refsr_cli.archs.checkpoint import read_checkpoint, shipped_weights
 
 
 def _paper_size_parameters(name: str) -> tuple[int, dict[str, int] | None]:

@@ -33,7 +33,7 @@ def _need_src(kind: str, opts: dict) -> Path:
 
 def _light_fields(kind: str) -> Callable[[dict], dict]:
     def handler(opts: dict) -> dict:
-        from refsr_cli.prepare import prepare_light_fields
+        from refsr_cli.prepare.pipeline import prepare_light_fields
 
         return prepare_light_fields(kind, _need_src(kind, opts), opts["out"], crop=_crop(opts),
                                     test_count=opts["test_count"], split_file=opts["split_file"],
@@ -42,7 +42,7 @@ def _light_fields(kind: str) -> Callable[[dict], dict]:
 
 
 def _synthetic(opts: dict) -> dict:
-    from refsr_cli.prepare import prepare_synthetic
+    from refsr_cli.prepare.pipeline import prepare_synthetic
 
     height, width = opts["size"] or (320, 512)
     return prepare_synthetic(opts["out"], count=opts["count"] or 64,
@@ -52,7 +52,7 @@ def _synthetic(opts: dict) -> dict:
 
 
 def _video(opts: dict) -> dict:
-    from refsr_cli.video import format_counts, parse_gaps, prepare_video
+    from refsr_cli.prepare.video import format_counts, parse_gaps, prepare_video
 
     if not opts.get("src"):
         raise RefsrError("prepare video: give video files, folders of numbered frames, or 'builtin'")

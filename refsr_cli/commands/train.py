@@ -1,4 +1,4 @@
-"""`refsr train` — thin wrapper over :func:`refsr_cli.train.train`."""
+"""`refsr train` — thin wrapper over :func:`refsr_cli.training.loop.train`."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,13 +6,28 @@ from pathlib import Path
 import click
 
 from refsr_cli import console
+from refsr_cli.archs import variants
 from refsr_cli.cli import pipeline
 from refsr_cli.errors import RefsrError
 
 
+class VariantChoice(click.Choice):
+    """The registered variants, read when the option is parsed (a variant registered at run time counts)."""
+
+    def __init__(self):
+        super().__init__([])
+
+    def convert(self, value, param, ctx):
+        self.choices = tuple(variants())
+        return super().convert(value, param, ctx)
+
+    def get_metavar(self, param, ctx=None):
+        self.choices = tuple(variants())
+        return super().get_metavar(param, ctx) if ctx is not None else super().get_metavar(param)
+
+
 @click.command("train")
-@click.option("--variant", required=True, type=click.Choice(["crossnet", "crossnetpp", "crossmpi", "refsrnet", "mdsr"]),
-              help="Network to train.")
+@click.option("--variant", required=True, type=VariantChoice(), help="Network to train (`refsr models` lists them).")
 @click.option("--data", "data", multiple=True, type=click.Path(path_type=Path),
               help="Training store(s) (.h5 or a prepare output folder); repeat to mix. "
                    "Default: the store of a chained `prepare`.")
@@ -56,7 +71,8 @@ def command(variant, data, mix, scale, out, iters, batch, crop, lr, val, val_eve
       refsr prepare synthetic --out data train --variant crossnet --iters 200 bench
       torchrun --nproc_per_node 4 -m refsr_cli train --variant crossnetpp --data data --out runs/cpp
     """
-    from refsr_cli.train import load_toml, resolve_config, train
+    from refsr_cli.training.config import load_toml, resolve_config
+    from refsr_cli.training.loop import train
 
     state = pipeline()
     toml = load_toml(config_file) if config_file else {}

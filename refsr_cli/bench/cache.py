@@ -1,0 +1,139 @@
+"""One benchmark unit — a method on one test pair at one scale — run, scored and cached.
+
+A unit is stored as ``OUT/cache/<method>__<digest>__<device>__x<scale>__<data>__<view>__<image>.json``
+(written atomically as soon as it is done), so a rerun computes only what is missing: an interrupted
+bench continues, and adding one method computes only it. Per unit: PSNR, SSIM and IFC
+(:func:`refsr_cli.metrics.evaluate`: RGB in [0, 1], whole image, no border crop; SR clamped to [0, 1],
+not quantised) and the wall time of the method call (inputs already in memory; padding and the device
+transfer included, metrics excluded). Per test pair (method-independent, ``OUT/cache/pairs/``): the
+parallax and, for the first image of each group, a fixed crop region for the side-by-side comparison.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from refsr_cli.bench.plan import MethodPlan, load_plan_method
+from refsr_cli.bench.sources import Source, safe_name
+from refsr_cli.data.files import read_json, write_json
+from refsr_cli.data.image_io import write_image
+from refsr_cli.metrics import METRICS, finite_or_none
+from refsr_cli.ops.parallax import luma
+
+CACHE_VERSION = 1
+QUICK = 0.5                     # seconds: calls shorter than this are timed a second time
+CROP = 128                      # side (HR pixels) of the side-by-side crops in the HTML page
+
+
+def crop_region(hr: torch.Tensor, size: int = CROP) -> tuple[int, int, int]:
+    """``(y, x, side)`` of the most textured ``size``² window of ``hr`` (depends on the GT only, so it
+    is the same for every method and stays put when methods are added)."""
+    h, w = hr.shape[-2:]
+    side = min(size, h, w)
+    gray = luma(hr.float().cpu())
+    gy = (gray[..., 1:, :] - gray[..., :-1, :]).abs()[..., :, :-1]
+    gx = (gray[..., :, 1:] - gray[..., :, :-1]).abs()[..., :-1, :]
+    energy = F.pad(gx + gy, (0, 1, 0, 1))
+    step = max(1, side // 8)
+    pooled = F.avg_pool2d(energy, side, stride=step)[0, 0]
+    iy, ix = divmod(int(pooled.argmax()), pooled.shape[1])
+    return iy * step, ix * step, side
+
+
+def _save_crop(path: Path, image: torch.Tensor, region) -> None:
+    y, x, side = region
+    write_image(path, image[..., y: y + side, x: x + side].float().clamp(0, 1).cpu())
+
+
+def compute_unit(plan: MethodPlan, scale: int, device: str, lr: torch.Tensor, ref: torch.Tensor,
+                 hr: torch.Tensor, meta: dict, cache_file: str, region=None, threads: int | None = None,
+                 method=None) -> dict:
+    """Run one method on one pair, score it, write its cache entry (+ crops) and return the record.
+
+    Runs in the main process (networks) or in a joblib worker (baselines, with ``threads``).
+    """
+    from refsr_cli.metrics import evaluate
+
+    if threads:
+        torch.set_num_threads(int(threads))
+    if method is None:
+        method = load_plan_method(plan, scale, device)
+    cache_file = Path(cache_file)
+    seconds, (sr, aux) = _timed(method, lr, ref)
+    if seconds < QUICK:
+        # A short call is dominated by one-time costs (resize matrices, allocator): time it again.
+        seconds, (sr, aux) = _timed(method, lr, ref)
+    sr = sr[0].float().clamp(0, 1).cpu()
+    scores = evaluate(sr, hr)
+    record = {**meta, **{k: finite_or_none(scores[k]) for k in METRICS}, "seconds": seconds,
+              "threads": torch.get_num_threads(), "device": str(method.device)}
+    if region is not None:
+        crop = cache_file.with_suffix(".sr.png")
+        _save_crop(crop, sr, region)
+        record["crop"] = crop.name
+        warped = aux.get("warped") if isinstance(aux, dict) else None
+        if isinstance(warped, torch.Tensor) and warped.dim() == 4 and warped.shape[1] == 3:
+            wfile = cache_file.with_suffix(".warped.png")
+            _save_crop(wfile, warped[0], region)
+            record["warped_crop"] = wfile.name
+    write_json(cache_file, record, indent=1, allow_nan=False)
+    return record
+
+
+def _timed(method, lr: torch.Tensor, ref: torch.Tensor):
+    start = time.perf_counter()
+    result = method(lr[None], ref[None])
+    if method.device.type == "cuda":
+        torch.cuda.synchronize(method.device)
+    return time.perf_counter() - start, result
+
+
+def warm_up(method, lr: torch.Tensor, ref: torch.Tensor) -> None:
+    """One untimed call, so that a network's first timed image does not pay for lazy initialisation."""
+    method(lr[None], ref[None])
+    if method.device.type == "cuda":
+        torch.cuda.synchronize(method.device)
+
+
+def valid_cached(path: Path, needs_crop: bool) -> dict | None:
+    record = read_json(path)
+    if record is None or record.get("cache_version") != CACHE_VERSION or "seconds" not in record:
+        return None
+    if needs_crop and not (record.get("crop") and (path.parent / record["crop"]).is_file()):
+        return None
+    return record
+
+
+def pair_info(cache: Path, source: Source, scale: int, view, name: str, lr, ref, hr,
+               showcase: bool) -> dict:
+    """Method-independent facts of one pair (parallax, crop region, GT/Ref crops), cached."""
+    path = cache / "pairs" / f"{source.ident}__x{scale}__{safe_name(view)}__{safe_name(name)}.json"
+    info = read_json(path)
+    ok = info is not None and info.get("cache_version") == CACHE_VERSION
+    if ok and showcase:
+        ok = all((path.parent / info.get(k, "")).is_file() for k in ("gt_crop", "ref_crop", "lr_crop")) \
+            and "region" in info
+    if ok:
+        return info
+    parallax, how = source.parallax(name, view, hr, ref)
+    info = {"cache_version": CACHE_VERSION, "data": source.label, "view": view, "image": name,
+            "scale": scale, "parallax": finite_or_none(parallax) if parallax is not None else None,
+            "parallax_source": how, "hr_size": list(hr.shape[-2:])}
+    if showcase:
+        region = crop_region(hr)
+        info["region"] = list(region)
+        for key, image in (("gt_crop", hr), ("ref_crop", ref)):
+            file = path.with_suffix(f".{key[:-5]}.png")
+            _save_crop(file, image, region)
+            info[key] = file.name
+        # The LR crop, nearest-neighbour enlarged, shows what the methods started from.
+        y, x, side = region
+        lr_near = F.interpolate(lr[None], scale_factor=scale, mode="nearest")[0]
+        file = path.with_suffix(".lr.png")
+        _save_crop(file, lr_near, region)
+        info["lr_crop"] = file.name
+    write_json(path, info, indent=1, allow_nan=False)
+    return info

@@ -1,0 +1,139 @@
+"""Which method runs at which scale with which weights, and the digest that keys its cached results.
+
+``digest`` is the SHA-256 of the checkpoint file for a network and of the baseline's source file and
+options for a baseline, so a changed checkpoint or baseline is never served stale results.
+"""
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from refsr_cli import __version__, console
+from refsr_cli.errors import RefsrError
+
+BASELINE_ORDER = ("bicubic", "patchmatch")
+
+
+@dataclass
+class MethodPlan:
+    """One method at one scale, as the bench runs it."""
+
+    label: str                  # name in the report (variant, baseline, or a --weights label)
+    name: str                   # variant or baseline name
+    kind: str                   # "network" | "baseline"
+    weights: Path | None = None
+    digest: str = ""            # cache key part: checkpoint / baseline-source hash
+    options: dict = field(default_factory=dict)
+
+
+def file_digest(path: str | os.PathLike, length: int = 12) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:length]
+
+
+def _baseline_digest(name: str, options: dict) -> str:
+    """Hash of the baseline's source file and options: editing the baseline invalidates its cache."""
+    from refsr_cli.inference.methods import baselines
+
+    fn = baselines()[name]
+    h = hashlib.sha256(f"{name}:{json.dumps(options, sort_keys=True, default=str)}".encode())
+    try:
+        h.update(Path(inspect.getsourcefile(fn)).read_bytes())
+    except (TypeError, OSError):
+        h.update(__version__.encode())
+    return h.hexdigest()[:12]
+
+
+def _checkpoint_info(path: Path) -> dict:
+    from refsr_cli.archs.checkpoint import read_checkpoint
+
+    payload = read_checkpoint(path)
+    return {"variant": payload.get("variant"), "scale": int(payload.get("scale") or 0)}
+
+
+def plan_methods(methods: Iterable[str] | None, weights: dict[str, str | os.PathLike] | None,
+                 scales: Iterable[int], baseline_options: dict | None = None) -> dict[int, list[MethodPlan]]:
+    """Which method runs at which scale, with which weights.
+
+    ``weights`` maps a label to a checkpoint: a variant name (``crossnet=FILE``: that variant's weights)
+    or any other label (``mine=FILE``: an extra method named ``mine``, variant read from the file). A
+    checkpoint is used at the scale it was trained for; at other scales a variant falls back to its
+    shipped weights. ``methods=None`` means: every variant with weights for the scale (shipped or
+    given), every ``weights`` label, and the baselines.
+    """
+    from refsr_cli.archs import variants
+    from refsr_cli.archs.checkpoint import shipped_weights
+    from refsr_cli.inference.methods import baselines
+
+    scales = [int(s) for s in scales]
+    known_variants = variants()
+    known_baselines = [b for b in BASELINE_ORDER if b in baselines()] + \
+        [b for b in baselines() if b not in BASELINE_ORDER]
+    options = baseline_options or {}
+    given: dict[str, dict] = {}
+    for label, path in (weights or {}).items():
+        path = Path(path)
+        info = _checkpoint_info(path)
+        if label in known_baselines:
+            raise RefsrError(f"--weights {label}=…: {label} is a baseline and has no weights")
+        if label in known_variants and info["variant"] != label:
+            raise RefsrError(f"{path}: checkpoint holds a {info['variant']} network, not {label}")
+        if info["scale"] not in scales:
+            raise RefsrError(f"{path}: trained for ×{info['scale']}, which is not among the scales "
+                             f"({', '.join(map(str, scales))}); add --scales {info['scale']}")
+        given[label] = {"path": path, **info}
+
+    explicit = methods is not None
+    if explicit:
+        names = list(dict.fromkeys(m.strip() for m in methods if m.strip()))
+        unknown = [m for m in names if m not in known_variants and m not in known_baselines and m not in given]
+        if unknown:
+            raise RefsrError(f"unknown method(s) {', '.join(unknown)} (known: "
+                             f"{', '.join(known_baselines + known_variants + [g for g in given if g not in known_variants])})")
+    else:
+        names = known_baselines + [v for v in known_variants
+                                   if v in given or any(shipped_weights(v, s) for s in scales)]
+        names += [g for g in given if g not in names]
+
+    plans: dict[int, list[MethodPlan]] = {s: [] for s in scales}
+    for name in names:
+        if name in known_baselines:
+            opts = dict(options.get(name, {}))
+            for s in scales:
+                plans[s].append(MethodPlan(name, name, "baseline", None, _baseline_digest(name, opts), opts))
+            continue
+        found = False
+        for s in scales:
+            if name in given and given[name]["scale"] == s:
+                path, variant = given[name]["path"], given[name]["variant"]
+            elif name in known_variants and shipped_weights(name, s) is not None:
+                path, variant = shipped_weights(name, s), name
+            else:
+                continue
+            found = True
+            plans[s].append(MethodPlan(name, variant, "network", Path(path), file_digest(path)))
+        if not found:
+            if explicit:
+                raise RefsrError(f"no weights for {name} at ×{', ×'.join(map(str, scales))}: train them with "
+                                 f"`refsr train --variant {name}` and pass --weights {name}=FILE")
+            continue
+        missing = [s for s in scales if not any(p.label == name for p in plans[s])]
+        if missing and explicit:
+            console.warn(f"{name}: no weights for ×{', ×'.join(map(str, missing))} — skipped at that scale")
+    return plans
+
+
+def load_plan_method(plan: MethodPlan, scale: int, device):
+    from refsr_cli.inference.methods import load_method
+
+    if plan.kind == "baseline":
+        return load_method(plan.name, scale, device=device, **plan.options)
+    return load_method(plan.name, scale, weights=plan.weights, device=device)

@@ -1,0 +1,195 @@
+"""``refsr bench``: every method × scale × view on a test set, with a cache that survives interruption.
+
+The work is a grid of *units* (:mod:`refsr_cli.bench.cache`) — one method on one test image at one
+scale — each evaluated once and cached, so a rerun only computes what is missing.
+
+Baselines run in joblib worker processes (``jobs``; each worker gets ``cpu_count // jobs`` torch
+threads so that workers do not oversubscribe the cores), networks in the main process with all
+threads. Each row records its ``threads``; ``--jobs 1`` times every method under the same conditions.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import torch
+
+from refsr_cli import console
+from refsr_cli.archs import spec
+from refsr_cli.bench.aggregate import build_report
+from refsr_cli.bench.cache import CACHE_VERSION, compute_unit, pair_info, valid_cached, warm_up
+from refsr_cli.bench.plan import load_plan_method, plan_methods
+from refsr_cli.bench.sources import DEFAULT_VIEWS, PairsSource, Source, StoreSource, builtin_sources, safe_name
+from refsr_cli.errors import RefsrError
+
+
+@dataclass
+class _Counters:
+    computed: int = 0
+    reused: int = 0
+    computed_by_method: dict = field(default_factory=dict)
+
+
+def _default_jobs() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def run_bench(data: str | os.PathLike | None = None, pairs: str | os.PathLike | None = None,
+              methods: Iterable[str] | None = None, scales: Iterable[int] = (4, 8),
+              views: Iterable[int] | None = None, out: str | os.PathLike = "refsr-report",
+              weights: dict[str, str | os.PathLike] | None = None, jobs: int | None = None,
+              device: str | None = "auto", builtin_count: int | None = None,
+              builtin_size: tuple[int, int] | None = None, baseline_options: dict | None = None,
+              command: str | None = None) -> dict:
+    """Benchmark ``methods`` on a test set and write ``report.json``, ``report.md``, ``report.html``.
+
+    Args:
+        data: an HDF5 store (light field or video); ``pairs``: a folder/CSV of LR/Ref/HR pairs. Neither:
+            the built-in set (synthetic light fields + ``stereo_motorcycle``, :mod:`refsr_cli.bench.builtin_data`).
+        methods: method names (variants, baselines, ``weights`` labels); ``None``: everything available.
+        scales, views: upscaling factors; light-field views ``k`` (LR = view (k,k), Ref = (0,0)) or video
+            frame gaps. ``views=None``: 1 and 7, or every gap of a video store.
+        out: report folder; ``out/cache`` holds the per-image results that make reruns incremental.
+        weights: ``{variant or label: checkpoint}`` (see :func:`plan_methods`).
+        jobs: worker processes for the baselines (default ``min(4, cores)``).
+        device: networks' device (``auto``, ``cpu``, ``cuda`` …).
+        builtin_count, builtin_size: size of the built-in synthetic set (default 8 × 320×512).
+    Returns:
+        the report dict (as written to ``report.json``).
+    """
+    from refsr_cli.bench.builtin_data import DEFAULT_COUNT, DEFAULT_SIZE
+    from refsr_cli.inference.methods import resolve_device
+    from refsr_cli.bench.report import write_reports
+
+    if data is not None and pairs is not None:
+        raise RefsrError("give --data or --pairs, not both")
+    scales = sorted({int(s) for s in scales})
+    if not scales or any(s < 2 for s in scales):
+        raise RefsrError(f"scales must be integers ≥ 2 (got {scales})")
+    views = list(dict.fromkeys(int(v) for v in views)) if views is not None else None
+    if views is not None and (not views or any(v < 1 for v in views)):
+        raise RefsrError(f"views must be integers ≥ 1 (got {views})")
+    jobs = _default_jobs() if jobs in (None, 0) else max(1, int(jobs))
+    dev = resolve_device(device)
+    out = Path(out)
+    cache = out / "cache"
+    try:
+        (cache / "pairs").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RefsrError(f"{out}: cannot create the report folder ({exc.strerror})") from None
+
+    plans = plan_methods(methods, weights, scales, baseline_options)
+    if not any(plans.values()):
+        raise RefsrError("no method to benchmark")
+    if data is not None:
+        sources: list[Source] = [StoreSource(data, views)]
+    elif pairs is not None:
+        sources = [PairsSource(pairs)]
+    else:
+        sources = builtin_sources(builtin_count or DEFAULT_COUNT, tuple(builtin_size or DEFAULT_SIZE),
+                                  views or DEFAULT_VIEWS, jobs)
+
+    counters = _Counters()
+    records: list[dict] = []
+    pair_infos: list[dict] = []
+    for scale in scales:
+        loaded: dict[str, object] = {}            # networks loaded once per scale, only when needed
+        for source in sources:
+            for view in source.views():
+                items = source.pairs(scale, view)
+                if not items:
+                    console.warn(f"{source.label} {source.view_label(view)} ×{scale}: no test pairs")
+                    continue
+                group_records, group_pairs = _run_group(
+                    plans[scale], scale, source, view, items, cache, dev, jobs, loaded, counters)
+                records += group_records
+                pair_infos += group_pairs
+        loaded.clear()
+
+    report = build_report(records, pair_infos, plans, sources, scales, dev, jobs, counters, command)
+    write_reports(report, out)
+    return report
+
+
+def _run_group(plans, scale, source, view, items, cache, dev, jobs, loaded, counters):
+    """All units of one (scale, data, view) group: cached ones read, the rest computed."""
+    view_key = safe_name(view)
+    infos = []
+    for index, (name, lr, ref, hr) in enumerate(items):
+        info = pair_info(cache, source, scale, view, name, lr, ref, hr, showcase=index == 0)
+        info.update(view_label=source.view_label(view))
+        infos.append(info)
+    todo_base, todo_net, records = [], [], []
+    for plan in plans:
+        device_tag = dev.type if plan.kind == "network" or dev.type == "cuda" else "cpu"
+        for index, (name, lr, ref, hr) in enumerate(items):
+            key = f"{safe_name(plan.label)}__{plan.digest}__{device_tag}__x{scale}__{source.ident}__{view_key}__{safe_name(name)}"
+            cache_file = cache / f"{key}.json"
+            region = tuple(infos[index]["region"]) if index == 0 else None
+            cached = valid_cached(cache_file, needs_crop=region is not None)
+            if cached is not None:
+                records.append(cached)
+                counters.reused += 1
+                continue
+            meta = {"cache_version": CACHE_VERSION, "method": plan.label, "variant": plan.name,
+                    "kind": plan.kind, "digest": plan.digest, "weights": str(plan.weights) if plan.weights else None,
+                    "scale": scale, "data": source.label, "view": view, "view_label": source.view_label(view),
+                    "image": name}
+            unit = (plan, scale, lr, ref, hr, meta, str(cache_file), region)
+            (todo_base if plan.kind == "baseline" and dev.type != "cuda" else todo_net).append(unit)
+    total = len(todo_base) + len(todo_net)
+    if total == 0:
+        return records, infos
+    description = f"×{scale} {source.label} {source.view_label(view)}"
+    with console.progress_bar(description, total) as bar:
+        if todo_base:
+            records += _run_baselines(todo_base, jobs, bar)
+        for plan, scale_, lr, ref, hr, meta, cache_file, region in todo_net:
+            bar.info(plan.label)
+            method = loaded.get(plan.label)
+            first_use = method is None
+            if first_use:
+                method = loaded[plan.label] = load_plan_method(plan, scale_, dev)
+            # The view pair's geometry (Cross-MPI's plane sweep) may change from group to group.
+            method.forward_options = spec(plan.name).recipe.geometry_options(method.model, source.plane_sweep(view))
+            if first_use:
+                warm_up(method, lr, ref)
+            records.append(compute_unit(plan, scale_, str(dev), lr, ref, hr, meta, cache_file, region,
+                                        method=method))
+            bar.advance()
+    for unit in todo_base + todo_net:
+        label = unit[0].label
+        counters.computed_by_method[label] = counters.computed_by_method.get(label, 0) + 1
+    counters.computed += total
+    return records, infos
+
+
+def _run_baselines(units, jobs: int, bar) -> list[dict]:
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    if jobs <= 1 or len(units) == 1:
+        # In this process; with jobs > 1 still at the workers' thread count, so that a baseline's
+        # times do not depend on how many of its units happened to be cached.
+        out, before = [], torch.get_num_threads()
+        try:
+            for plan, scale, lr, ref, hr, meta, cache_file, region in units:
+                bar.info(plan.label)
+                out.append(compute_unit(plan, scale, "cpu", lr, ref, hr, meta, cache_file, region,
+                                        threads if jobs > 1 else None))
+                bar.advance()
+        finally:
+            torch.set_num_threads(before)
+        return out
+    from joblib import Parallel, delayed
+
+    bar.info("baselines")
+    out = []
+    # Finished units land in the cache as they complete (in the workers), so an interruption keeps them.
+    results = Parallel(n_jobs=min(jobs, len(units)), return_as="generator_unordered")(
+        delayed(compute_unit)(plan, scale, "cpu", lr, ref, hr, meta, cache_file, region, threads)
+        for plan, scale, lr, ref, hr, meta, cache_file, region in units)
+    for record in results:
+        out.append(record)
+        bar.advance()
+    return out

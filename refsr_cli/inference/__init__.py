@@ -1,0 +1,1 @@
+"""Running a method: the method registry, tiling, the infer pipeline, baselines."""

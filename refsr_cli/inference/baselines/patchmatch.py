@@ -1,0 +1,240 @@
+"""Patch-based RefSR with PatchMatch, in the style of Boominathan et al. (ICCP 2014).
+
+Patches of the upsampled LR image (``LR↑``) are matched against the patches of the *blurred*
+reference ``Ref↓s↑s`` — both lack the same high frequencies, so their patch distance is meaningful —
+and the corresponding *sharp* reference patches are pasted, overlaps averaged.
+
+The nearest-neighbour field is found by PatchMatch (Barnes et al. 2009) — random initialisation,
+propagation, random search — written as whole-field tensor operations, so the same code runs on a
+CPU or a GPU (no Python loop over pixels; loops are over iterations and candidate kinds only):
+
+* Patch centres lie on a grid of step ``stride`` (default ``s/2``: two centres per LR pixel); their
+  offsets may point to *any* reference pixel. ``LR↑`` holds nothing finer than the LR pixel grid,
+  so a denser grid would add cost, not information; overlapping pasted patches still cover every
+  output pixel many times (``(patch_size/stride)²``, about 18 with the defaults).
+* Patch distance: sum of squared differences over ``patch_size×patch_size×3`` patches, sampled at the
+  same ``s/2`` pitch (5×5 samples per patch with the defaults) for the same reason. One candidate
+  evaluation is one gather of descriptor rows.
+* Propagation: the scan-order propagation of the original is sequential; here every centre tries, in
+  parallel, the offsets of its neighbours at grid distances 8, 4, 2, 1 in the four directions (jump
+  flooding), so good offsets spread over the image in a few iterations.
+* Random search: offsets perturbed uniformly within radii ``search_radius, search_radius/2, …, 1``.
+  The zero offset is one of the initial candidates (references come from nearby viewpoints).
+* Sub-pixel refinement (``subpixel``): a parabola through the costs at the best offset ±1 pixel along
+  each axis; sharp patches are then sampled bilinearly.
+* Back-projection (``backproject`` iterations, Irani & Peleg 1991): ``SR += (LR − SR↓s)↑s`` keeps the
+  result consistent with LR where the reference has no match (occlusions, image borders).
+
+``aux``: ``"flow"`` (``N×2×H×W``: each centre's offset, interpolated between centres, in the
+backward-warp convention ``Ref(p + flow(p))`` of :mod:`refsr_cli.ops.warp`), ``"warped"``
+(``backward_warp(ref, flow)``), ``"pasted"`` (the averaged sharp patches before back-projection).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from refsr_cli.errors import RefsrError
+from refsr_cli.ops.resize import downscale, upscale
+from refsr_cli.ops.warp import backward_warp, sampling_grid
+
+_JUMPS = (8, 4, 2, 1)
+
+
+def default_patch_size(scale: int) -> int:
+    """Odd patch side spanning about two LR pixels: 9 at ×4, 17 at ×8."""
+    return 2 * int(scale) + 1
+
+
+def _descriptors(x: torch.Tensor, radius: int, pitch: int, stride: int) -> torch.Tensor:
+    """Patch descriptors of ``1×3×H×W``: ``(2r+1)²`` samples at ``pitch`` around centres every ``stride``.
+
+    Returns ``L×(3·(2r+1)²)`` rows, centres in raster order (``L = ceil(H/stride)·ceil(W/stride)``).
+    Edges are replicated, so every centre has a full patch.
+    """
+    pad = radius * pitch
+    padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
+    k = 2 * radius + 1
+    # unfold = the patch samples themselves (a dilated, strided im2col); no learned projection needed.
+    cols = F.unfold(padded, k, dilation=pitch, stride=stride)       # 1 × 3k² × L
+    return cols[0].t().contiguous()
+
+
+class _Field:
+    """Integer offsets of the grid of patch centres, their costs, and candidate evaluation."""
+
+    def __init__(self, desc_a: torch.Tensor, desc_b: torch.Tensor, size: tuple[int, int], stride: int):
+        self.a, self.b = desc_a, desc_b
+        self.h, self.w = size
+        dev = desc_a.device
+        self.yc = torch.arange(0, self.h, stride, device=dev).view(-1, 1)
+        self.xc = torch.arange(0, self.w, stride, device=dev).view(1, -1)
+        self.gh, self.gw = self.yc.shape[0], self.xc.shape[1]
+        self.ox = torch.zeros(self.gh, self.gw, dtype=torch.long, device=dev)
+        self.oy = torch.zeros_like(self.ox)
+        self.cost = self.evaluate(self.ox, self.oy)
+
+    def clamp(self, ox: torch.Tensor, oy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Offsets whose target centre lies inside the reference."""
+        return ((self.xc + ox).clamp(0, self.w - 1) - self.xc, (self.yc + oy).clamp(0, self.h - 1) - self.yc)
+
+    def evaluate(self, ox: torch.Tensor, oy: torch.Tensor) -> torch.Tensor:
+        """Patch distance (``gh×gw``) of in-range offsets."""
+        index = ((self.yc + oy) * self.w + (self.xc + ox)).view(-1)
+        return ((self.a - self.b[index]) ** 2).sum(dim=1).view(self.gh, self.gw)
+
+    def offer(self, ox: torch.Tensor, oy: torch.Tensor) -> None:
+        """Keep candidate offsets where they beat the current ones."""
+        ox, oy = self.clamp(ox, oy)
+        cost = self.evaluate(ox, oy)
+        better = cost < self.cost
+        self.ox = torch.where(better, ox, self.ox)
+        self.oy = torch.where(better, oy, self.oy)
+        self.cost = torch.where(better, cost, self.cost)
+
+    def neighbour(self, dx: int, dy: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Offsets of the centre ``dx`` columns left and ``dy`` rows up (edges replicated)."""
+        rows = (torch.arange(self.gh, device=self.ox.device) - dy).clamp(0, self.gh - 1)
+        cols = (torch.arange(self.gw, device=self.ox.device) - dx).clamp(0, self.gw - 1)
+        return self.ox[rows][:, cols], self.oy[rows][:, cols]
+
+    def subpixel(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Float offsets: parabola through the costs at the integer optimum ±1 along each axis."""
+        out = []
+        for axis in (0, 1):
+            side = []
+            for step in (-1, 1):
+                ox = self.ox + (step if axis == 0 else 0)
+                oy = self.oy + (step if axis == 1 else 0)
+                cox, coy = self.clamp(ox, oy)
+                cost = self.evaluate(cox, coy)
+                inside = (cox == ox) & (coy == oy)
+                side.append(torch.where(inside, cost, torch.full_like(cost, float("inf"))))
+            minus, plus = side
+            curvature = minus + plus - 2 * self.cost
+            ok = torch.isfinite(curvature) & (curvature > 0)
+            delta = torch.where(ok, 0.5 * (minus - plus) / torch.where(ok, curvature, 1.0), 0.0)
+            base = self.ox if axis == 0 else self.oy
+            out.append(base.to(self.a.dtype) + delta.clamp(-0.5, 0.5))
+        return out[0], out[1]
+
+
+def _random(shape, radius: int, generator: torch.Generator, device) -> torch.Tensor:
+    # Drawn on the generator's device and moved, so a CPU generator gives the same field on any device.
+    return torch.randint(-radius, radius + 1, shape, generator=generator, device=generator.device).to(device)
+
+
+def _match(field: _Field, iterations: int, radius: int, generator: torch.Generator) -> _Field:
+    shape, dev = (field.gh, field.gw), field.ox.device
+    field.offer(_random(shape, radius, generator, dev), _random(shape, radius, generator, dev))
+    jumps = [j for j in _JUMPS if j < max(shape)] or [1]
+    for _ in range(iterations):
+        for j in jumps:                                     # propagation
+            for dx, dy in ((j, 0), (-j, 0), (0, j), (0, -j)):
+                field.offer(*field.neighbour(dx, dy))
+        r = radius
+        while r >= 1:                                       # random search
+            field.offer(field.ox + _random(shape, r, generator, dev), field.oy + _random(shape, r, generator, dev))
+            r //= 2
+    return field
+
+
+def _paste(ref: torch.Tensor, fx: torch.Tensor, fy: torch.Tensor, field: _Field, p: int, stride: int) -> tuple:
+    """Overlap-averaged sharp patches: the patch at centre ``c`` is ``Ref(c + u + offset(c))``, ``|u| ≤ p//2``.
+
+    ``ref``: ``1×3×H×W``; ``fx``, ``fy``: ``gh×gw`` offsets (float). Returns ``(sum, count)``
+    (``1×3×H×W`` and ``1×1×H×W``) from :func:`torch.nn.functional.fold`.
+    """
+    h, w, r = field.h, field.w, p // 2
+    u = torch.arange(-r, r + 1, device=ref.device, dtype=ref.dtype)
+    # sample positions: L centres × p×p patch pixels (rows = y, cols = x)
+    py = (field.yc.to(ref.dtype) + fy).reshape(-1, 1, 1) + u.view(1, -1, 1)
+    px = (field.xc.to(ref.dtype) + fx).reshape(-1, 1, 1) + u.view(1, 1, -1)
+    py, px = torch.broadcast_tensors(py, px)
+    grid = sampling_grid(px, py, h, w)
+    grid = grid.reshape(1, -1, p * p, 2)                     # 1 × L × p² × 2
+    patches = F.grid_sample(ref, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    cols = patches[0].permute(0, 2, 1).reshape(1, 3 * p * p, -1)  # (C·p·p) × L, as fold expects
+    total = F.fold(cols, (h, w), p, stride=stride, padding=r)
+    count = F.fold(torch.ones_like(cols[:, : p * p]), (h, w), p, stride=stride, padding=r)
+    return total, count
+
+
+def _dense_flow(fx: torch.Tensor, fy: torch.Tensor, field: _Field, stride: int) -> torch.Tensor:
+    """Grid offsets → ``1×2×H×W`` flow, bilinear between centres (centre (i, j) sits at (i·stride, j·stride)).
+
+    Exact at the centres; constant beyond the last centre.
+    """
+    flow = torch.stack((fx, fy)).to(torch.float32)             # 2 × gh × gw
+    for axis, (n, size) in enumerate(((field.gh, field.h), (field.gw, field.w)), start=1):
+        pos = torch.arange(size, device=flow.device)
+        i0 = (pos // stride).clamp(max=n - 1)
+        i1 = (i0 + 1).clamp(max=n - 1)
+        t = ((pos - i0 * stride).to(torch.float32) / stride).clamp(0, 1)
+        t = t.view(-1, 1) if axis == 1 else t.view(1, -1)
+        flow = flow.index_select(axis, i0) * (1 - t) + flow.index_select(axis, i1) * t
+    return flow[None]
+
+
+def patchmatch(lr: torch.Tensor, ref: torch.Tensor, scale: int, patch_size: int | None = None,
+               stride: int | None = None, iterations: int = 5, search_radius: int = 32,
+               subpixel: bool = True, backproject: int = 2, seed: int = 0,
+               generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
+    """PatchMatch RefSR (see the module docstring).
+
+    Args:
+        lr: ``N×3×h×w`` float in [0, 1].
+        ref: ``N×3×(s·h)×(s·w)`` float in [0, 1].
+        scale: ``s`` (LR made with :func:`refsr_cli.ops.resize.downscale` by ``s``).
+        patch_size: odd side of matched and pasted patches (default ``2s+1``; even values grow by 1).
+        stride: grid step of patch centres in output pixels (default ``max(1, s//2)``; at most
+            ``patch_size//2 + 1`` so that pasted patches cover every pixel).
+        iterations: PatchMatch iterations (each: propagation at jumps 8, 4, 2, 1 + random search).
+        search_radius: largest offset (output pixels per axis) of initialisation and random search.
+        subpixel: refine offsets to sub-pixel precision (bilinear pasting) — otherwise integer.
+        backproject: back-projection iterations on the pasted result (0 = pasting only).
+        seed: seed of the random initialisation and search (when no ``generator`` is given).
+        generator: a ``torch.Generator``; on the CPU it gives the same result on every device.
+    Returns:
+        ``(sr, aux)``: ``sr`` ``N×3×(s·h)×(s·w)`` in [0, 1]; ``aux["flow"]`` ``N×2×H×W``,
+        ``aux["warped"]`` and ``aux["pasted"]`` ``N×3×H×W``.
+    """
+    s = int(scale)
+    if ref is None:
+        raise RefsrError("the patchmatch baseline needs a reference image")
+    n, _, h, w = lr.shape
+    if ref.shape[0] != n or tuple(ref.shape[-2:]) != (h * s, w * s):
+        raise RefsrError(f"patchmatch: reference {tuple(ref.shape)} does not match LR {tuple(lr.shape)} at ×{s}")
+    p = int(patch_size) if patch_size else default_patch_size(s)
+    p += 1 - p % 2
+    stride = int(stride) if stride else max(1, s // 2)
+    if iterations < 0 or search_radius < 1 or stride < 1 or stride > p // 2 + 1:
+        # a larger stride would leave pixels that no pasted patch covers
+        raise RefsrError("patchmatch: need iterations ≥ 0, search_radius ≥ 1 and 1 ≤ stride ≤ patch_size//2 + 1")
+    if generator is None:
+        generator = torch.Generator().manual_seed(int(seed))
+    H, W = h * s, w * s
+    radius = int(min(search_radius, max(H, W)))
+    # descriptor samples every `pitch` pixels: half an LR pixel, the finest detail LR↑ can hold
+    pitch = max(1, s // 2)
+    half = max(0, (p // 2) // pitch)
+
+    lr = lr.float()
+    ref = ref.to(lr.device, torch.float32)
+    up = upscale(lr, s)
+    blurred = upscale(downscale(ref, s), s)
+    pasted, flows = [], []
+    for i in range(n):  # images one at a time: memory stays at one image's descriptors
+        desc_a = _descriptors(up[i:i + 1], half, pitch, stride)
+        desc_b = _descriptors(blurred[i:i + 1], half, pitch, 1)
+        field = _match(_Field(desc_a, desc_b, (H, W), stride), int(iterations), radius, generator)
+        fx, fy = field.subpixel() if subpixel else (field.ox.float(), field.oy.float())
+        total, count = _paste(ref[i:i + 1], fx, fy, field, p, stride)
+        pasted.append(total / count)
+        flows.append(_dense_flow(fx, fy, field, stride))
+    sr = pasted = torch.cat(pasted)
+    for _ in range(int(backproject)):
+        sr = sr + upscale(lr - downscale(sr, s), s)
+    flow = torch.cat(flows)
+    aux = {"flow": flow, "warped": backward_warp(ref, flow), "pasted": pasted.clamp(0, 1)}
+    return sr.clamp(0, 1), aux

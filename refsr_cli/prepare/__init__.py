@@ -1,0 +1,1 @@
+"""Making stores: light-field decoding, the synthetic renderer, video footage, built-in clips."""

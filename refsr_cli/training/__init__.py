@@ -1,0 +1,1 @@
+"""Training: configuration, the loop, losses, the plateau rule."""

@@ -1,0 +1,1 @@
+"""Training losses, one module per concept; :mod:`.terms` names the terms a configuration weights."""
