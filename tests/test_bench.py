@@ -7,6 +7,7 @@ k·√2 pixels — the bench's parallax estimate can be checked against it.
 import json
 import math
 import re
+import shutil
 
 import h5py
 import numpy as np
@@ -69,65 +70,99 @@ def _independent_bicubic_psnr(store, k):
     return sum(values) / len(values)
 
 
-def test_bench_report_cache_and_html(setup):
-    root, store, crossnet, mdsr = setup
+@pytest.fixture(scope="module")
+def first_run(setup):
+    """One bench over views 1 and 7 with bicubic, PatchMatch and the tiny CrossNet: ``(out, report, stdout)``."""
+    root, store, crossnet, _ = setup
     out = root / "report"
-    common = ["--data", str(store), "--scales", str(SCALE), "--views", "1,7", "--out", str(out)]
-    result = _bench(common + ["--methods", "bicubic,patchmatch,crossnet", "--weights", f"crossnet={crossnet}",
-                              "--jobs", "2"])
-    assert "PSNR" in result.output                         # the rich table on stdout
+    result = _bench(["--data", str(store), "--scales", str(SCALE), "--views", "1,7", "--out", str(out),
+                     "--methods", "bicubic,patchmatch,crossnet", "--weights", f"crossnet={crossnet}", "--jobs", "2"])
+    return out, json.loads((out / "report.json").read_text()), result.output
+
+
+def _rows(report):
+    return {(r["method"], r["view"]): r for r in report["results"]}
+
+
+def test_bench_writes_table_and_three_reports(first_run):
+    out, report, stdout = first_run
+    assert "PSNR" in stdout                         # the rich table on stdout
     for name in ("report.json", "report.md", "report.html"):
         assert (out / name).is_file()
-    report = json.loads((out / "report.json").read_text())
-    rows = {(r["method"], r["view"]): r for r in report["results"]}
+    rows = _rows(report)
     assert set(rows) == {(m, v) for m in ("bicubic", "patchmatch", "crossnet") for v in (1, 7)}
     assert all(r["n"] == 2 and r["scale"] == SCALE for r in rows.values())
     assert report["cache"]["computed"] == 12 and report["cache"]["reused"] == 0
 
+
+def test_bench_psnr_matches_an_independent_recomputation(setup, first_run):
     # One PSNR recomputed without the bench, the store reader or the metrics module.
-    assert rows[("bicubic", 7)]["psnr"] == pytest.approx(_independent_bicubic_psnr(store, 7), abs=1e-3)
+    _, store, _, _ = setup
+    assert _rows(first_run[1])[("bicubic", 7)]["psnr"] == pytest.approx(_independent_bicubic_psnr(store, 7), abs=1e-3)
+
+
+def test_bench_patchmatch_beats_bicubic_and_parallax_is_measured(first_run):
+    rows = _rows(first_run[1])
     # PatchMatch pastes reference patches: with a pure shift between views it must beat bicubic clearly.
     assert rows[("patchmatch", 7)]["psnr"] > rows[("bicubic", 7)]["psnr"] + 2
     # Parallax estimated by block matching against the known displacement k·√2.
     assert rows[("bicubic", 1)]["parallax"] == pytest.approx(math.sqrt(2), abs=0.3)
     assert rows[("bicubic", 7)]["parallax"] == pytest.approx(7 * math.sqrt(2), abs=0.5)
-    assert rows[("crossnet", 7)]["speedup_vs_patchmatch"] > 0
+
+
+def test_bench_reports_speed_and_environment(first_run):
+    report = first_run[1]
+    assert _rows(report)[("crossnet", 7)]["speedup_vs_patchmatch"] > 0
     assert {s["method"] for s in report["speed"]} == {"bicubic", "crossnet"}
     for key in ("python", "torch", "cpu_count", "device"):
         assert key in report["environment"]
 
-    # Markdown: one table row per result.
-    md = (out / "report.md").read_text()
+
+def test_bench_markdown_has_one_row_per_result(first_run):
+    md = (first_run[0] / "report.md").read_text()
     table = [line for line in md.splitlines() if line.startswith("| crossnet | 4 |") and "±" in line]
     assert len(table) == 2 and "(7,7)" in md
 
-    # HTML: the table, an inline SVG plot, embedded crops — and no external file reference.
-    page = (out / "report.html").read_text()
+
+def test_bench_html_is_self_contained(first_run):
+    # The table, an inline SVG plot, embedded crops — and no external file reference.
+    page = (first_run[0] / "report.html").read_text()
     assert "<table" in page and "<svg" in page and "crossnet" in page
     assert page.count('src="data:image/png;base64,') >= 2 * 6   # 2 showcases × (LR, GT, 3 methods, Ref)
     srcs = re.findall(r'(?:src|href)\s*=\s*"([^"]*)"', page)
     assert srcs and all(s.startswith("data:") for s in srcs)
     assert "<link" not in page and "url(" not in page
 
-    # The cache: adding a method computes only that method; earlier entries are not rewritten.
+
+def test_bench_cache_computes_only_the_added_method(setup, first_run, tmp_path):
+    # On a copy of the first run's folder, so the other tests keep reading the original.
+    _, store, crossnet, mdsr = setup
+    out = tmp_path / "report"
+    shutil.copytree(first_run[0], out)
     before = {p.name: p.stat().st_mtime_ns for p in (out / "cache").glob("*.json")}
-    only7 = ["--data", str(store), "--scales", str(SCALE), "--views", "7", "--out", str(out)]
-    _bench(only7 + ["--methods", "bicubic,patchmatch,crossnet,mdsr", "--weights", f"crossnet={crossnet}",
-                    "--weights", f"mdsr={mdsr}"])
-    report2 = json.loads((out / "report.json").read_text())
-    assert report2["cache"]["computed_by_method"] == {"mdsr": 2}
-    assert report2["cache"]["reused"] == 6
+    _bench(["--data", str(store), "--scales", str(SCALE), "--views", "7", "--out", str(out),
+            "--methods", "bicubic,patchmatch,crossnet,mdsr", "--weights", f"crossnet={crossnet}",
+            "--weights", f"mdsr={mdsr}"])
+    report = json.loads((out / "report.json").read_text())
+    assert report["cache"]["computed_by_method"] == {"mdsr": 2}
+    assert report["cache"]["reused"] == 6
     after = {p.name: p.stat().st_mtime_ns for p in (out / "cache").glob("*.json")}
     assert all(after[name] == mtime for name, mtime in before.items())
-    rows2 = {(r["method"], r["view"]): r for r in report2["results"]}
-    assert rows2[("patchmatch", 7)]["psnr"] == rows[("patchmatch", 7)]["psnr"]
-    assert ("mdsr", 7) in rows2
+    rows = _rows(report)
+    assert rows[("patchmatch", 7)]["psnr"] == _rows(first_run[1])[("patchmatch", 7)]["psnr"]
+    assert ("mdsr", 7) in rows
 
-    # A changed checkpoint is never served stale results.
-    _tiny("crossnet", crossnet, seed=1)
-    _bench(only7 + ["--methods", "bicubic,crossnet", "--weights", f"crossnet={crossnet}"])
-    report3 = json.loads((out / "report.json").read_text())
-    assert report3["cache"]["computed_by_method"] == {"crossnet": 2}
+
+def test_bench_changed_checkpoint_is_never_served_stale_results(setup, tmp_path):
+    _, store, _, _ = setup
+    weights = _tiny("crossnet", tmp_path / "crossnet.pt")
+    args = ["--data", str(store), "--scales", str(SCALE), "--views", "7", "--out", str(tmp_path / "report"),
+            "--methods", "bicubic,crossnet", "--weights", f"crossnet={weights}"]
+    _bench(args)
+    _tiny("crossnet", weights, seed=1)          # same path, other weights
+    _bench(args)
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["cache"]["computed_by_method"] == {"crossnet": 2}
 
 
 def test_bench_bad_input_is_one_line(tmp_path):

@@ -282,7 +282,6 @@ def test_help_has_examples():
 
 
 def test_prepare_synthetic_end_to_end(tmp_path):
-    pytest.importorskip("refsr_cli.prepare.synthetic")
     out = tmp_path / "syn"
     result = run_cli("prepare", "synthetic", "--out", out, "--count", 2, "--test-count", 1, "--seed", 3,
                      "--size", 16, 24, "--max-disparity", 4, "--jobs", 1)

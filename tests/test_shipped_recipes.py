@@ -84,3 +84,16 @@ def test_recipe_init_is_a_compatible_shipped_checkpoint(checkpoint):
     assert source.parent == ROOT / "weights" and source.is_file()
     # The same start as `weights/train.sh`: variant (or init_from mapping), configuration, every tensor.
     initialise(build_model(config["variant"], **model_kwargs(config)), {**config, "init": str(source)})
+
+
+def test_the_shipped_checkpoints_are_found_where_they_ship(monkeypatch):
+    """``refsr infer``/``bench`` look the shipped weights up by variant and scale in the repository's
+    ``weights/`` folder — wherever the module doing the lookup sits inside the package."""
+    from refsr_cli.archs.checkpoint import shipped_weights, weights_dir
+
+    monkeypatch.delenv("REFSR_WEIGHTS", raising=False)
+    assert weights_dir() == ROOT / "weights"
+    assert len(SHIPPED) == 10
+    for path in SHIPPED:
+        variant, scale = path.stem.rsplit("_x", 1)
+        assert shipped_weights(variant, int(scale)) == path

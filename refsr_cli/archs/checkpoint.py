@@ -25,7 +25,7 @@ FORMAT_VERSION = 1
 def weights_dir() -> Path:
     """Where shipped weights live: ``$REFSR_WEIGHTS`` or the repository's ``weights/`` folder."""
     env = os.environ.get("REFSR_WEIGHTS")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "weights"
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "weights"
 
 
 def shipped_weights(variant: str, scale: int) -> Path | None:
