@@ -40,7 +40,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from refsr_cli import checkpoint  # noqa: E402
+from refsr_cli.archs import checkpoint  # noqa: E402
 from refsr_cli.archs import build_model  # noqa: E402
 from refsr_cli.data.image_io import write_image  # noqa: E402
 from refsr_cli.inference.methods import Method  # noqa: E402

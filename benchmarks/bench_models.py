@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from refsr_cli.archs import build_model, count_parameters  # noqa: E402
 
-# Published sizes (design.md §4): CrossNet 35.2 M, CrossNet++ ≈ 69.0 M, MDSR (×2/×3/×4) 7.95 M.
+# Published sizes (docs/design.md §4): CrossNet 35.2 M, CrossNet++ ≈ 69.0 M, MDSR (×2/×3/×4) 7.95 M.
 PUBLISHED = {"crossnet": 35.2e6, "crossnetpp": 69.0e6, "mdsr": 7.95e6}
 
 

@@ -3,11 +3,8 @@
     python benchmarks/bench_patchmatch.py                 # all of it
     python benchmarks/bench_patchmatch.py --pairs 4 --threads 2 --skip-speed
 
-Pairs: views (0,0) → (1,1) of procedural light fields (``refsr_cli.prepare.synthetic.render_light_field``)
-when that module is importable; otherwise a natural skimage photo and its copy shifted by a known
-sub-pixel disparity (a scene point at x in view (0,0) is at x − d/7 in view (1,1), on both axes),
-made with cubic-spline interpolation. The script prints which data it used. Ref = view (0,0),
-HR = view (1,1), LR = downscale(HR, s); PSNR on RGB in [0, 1], whole image (design.md §5).
+Pairs: views (0,0) → (1,1) of procedural light fields (``refsr_cli.prepare.synthetic.render_light_field``).
+Ref = view (0,0), HR = view (1,1), LR = downscale(HR, s); PSNR on RGB in [0, 1], whole image (docs/design.md §5).
 """
 from __future__ import annotations
 
@@ -34,45 +31,13 @@ def _to_tensor(array: np.ndarray) -> torch.Tensor:
 
 def light_field_pairs(count: int) -> tuple[str, list[tuple[torch.Tensor, torch.Tensor]]]:
     """``(description, [(ref, hr), …])``: ``1×3×320×512`` views (0,0) and (1,1)."""
-    try:
-        from refsr_cli.prepare.synthetic import render_light_field
-    except ImportError:
-        render_light_field = None
-    if render_light_field is not None:
-        pairs = []
-        for seed in range(count):
-            lf = render_light_field(seed, height=H, width=W, max_disparity=20.0)
-            pairs.append((_to_tensor(lf[0, 0]), _to_tensor(lf[1, 1])))
-        return f"refsr_cli.prepare.synthetic.render_light_field seeds 0..{count - 1}, views (0,0)->(1,1)", pairs
-    return _shifted_photo_pairs(count)
+    from refsr_cli.prepare.synthetic import render_light_field
 
-
-def _shifted_photo_pairs(count: int):
-    from scipy.ndimage import shift as nd_shift
-    from skimage import data
-
-    photos = [("coffee", data.coffee()), ("rocket", data.rocket()), ("astronaut", data.astronaut()),
-              ("immunohistochemistry", data.immunohistochemistry()), ("chelsea", data.chelsea())]
-    rng = np.random.default_rng(0)
-    pairs, names = [], []
-    for i in range(count):
-        name, photo = photos[i % len(photos)]
-        photo = photo.astype(np.float64)
-        if photo.shape[0] < H or photo.shape[1] < W:  # chelsea is 300×451: enlarge a little
-            from skimage.transform import resize
-            f = max(H / photo.shape[0], W / photo.shape[1]) * 1.05
-            photo = resize(photo, (int(photo.shape[0] * f) + 1, int(photo.shape[1] * f) + 1), order=3,
-                           preserve_range=True)
-        d = float(rng.uniform(5.0, 20.0))                     # disparity (0,0)→(7,7)
-        shifted = np.stack([nd_shift(photo[..., c], (-d / 7, -d / 7), order=3, mode="reflect")
-                            for c in range(3)], axis=-1)
-        y0, x0 = (photo.shape[0] - H) // 2, (photo.shape[1] - W) // 2
-        crop = lambda a: np.clip(a[y0:y0 + H, x0:x0 + W], 0, 255)  # noqa: E731
-        # view (1,1)(x) = view (0,0)(x + d/7): nd_shift by −d/7 samples the input at x + d/7.
-        pairs.append((_to_tensor(crop(photo)), _to_tensor(crop(shifted))))
-        names.append(f"{name} d={d:.1f}")
-    return ("fallback (refsr_cli.prepare.synthetic not importable): skimage photos shifted by d/7 px per axis, "
-            + ", ".join(names)), pairs
+    pairs = []
+    for seed in range(count):
+        lf = render_light_field(seed, height=H, width=W, max_disparity=20.0)
+        pairs.append((_to_tensor(lf[0, 0]), _to_tensor(lf[1, 1])))
+    return f"refsr_cli.prepare.synthetic.render_light_field seeds 0..{count - 1}, views (0,0)->(1,1)", pairs
 
 
 def main() -> None:

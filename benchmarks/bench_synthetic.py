@@ -4,7 +4,7 @@
 
 1. Time per 8×8×320×512 light field on one core (``torch.set_num_threads(1)``): CPU seconds of this
    process (what one core costs, robust to other load on the machine) and wall seconds.
-2. Statistics of synthetic vs real test images, the check asked for by design.md §3:
+2. Statistics of synthetic vs real test images, the check asked for by docs/design.md §3:
    - bicubic ×4 PSNR (RGB, whole image): HR = view (1,1) of a synthetic light field, LR =
      ``downscale(HR, 4)``, SR = ``upscale(LR, 4)``; the same on real images;
    - gradient statistics of the HR grey image (mean of RGB, 8-bit units, forward differences):

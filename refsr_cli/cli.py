@@ -2,7 +2,7 @@
 
 Stages run alone (``refsr prepare synthetic --out data``) or chained in one call
 (``refsr prepare synthetic --out data train --variant crossnet --iters 200 bench``). Each stage
-records what it produced in the shared :class:`Pipeline` (``ctx.obj``); the next stage uses it as
+records what it produced in the shared :class:`~refsr_cli.commands.Pipeline` (``ctx.obj``); the next stage uses it as
 its default input. Subcommands live one per module in :mod:`refsr_cli.commands` and stay thin:
 each parses options and calls a plain function of the library.
 """
@@ -11,36 +11,11 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import sys
-from dataclasses import dataclass, field
-from pathlib import Path
-
 import click
 
 from refsr_cli import __version__, console
+from refsr_cli.commands import Pipeline
 from refsr_cli.errors import RefsrError
-
-
-@dataclass
-class Pipeline:
-    """What earlier stages of a chained call produced (``None`` when no stage produced it)."""
-
-    store_dir: Path | None = None     # folder holding train.h5 / test.h5 (prepare)
-    train_store: Path | None = None   # prepare → train
-    test_store: Path | None = None    # prepare → bench / train --val
-    checkpoint: Path | None = None    # train → infer / bench
-    outputs: Path | None = None       # infer → metrics
-    extra: dict = field(default_factory=dict)
-
-
-def pipeline() -> Pipeline:
-    """The :class:`Pipeline` of the running invocation (a fresh one outside the CLI)."""
-    ctx = click.get_current_context(silent=True)
-    if ctx is None:
-        return Pipeline()
-    root = ctx.find_root()
-    if not isinstance(root.obj, Pipeline):
-        root.obj = Pipeline()
-    return root.obj
 
 
 class _CleanError(click.ClickException):

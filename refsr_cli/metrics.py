@@ -3,7 +3,7 @@
 Every metric takes ``sr`` and ``gt`` as ``3×H×W`` (or ``1×3×H×W``) float tensors or arrays, RGB in
 [0, 1] (torch tensors on any device, or NumPy ``3×H×W`` arrays); computation is in float64 on the CPU.
 
-Conventions (design.md §5):
+Conventions (docs/design.md §5):
 
 * Default, as in the CrossNet papers: RGB in [0, 1], the whole image.
 * ``y=True``: BT.601 luma from RGB, ``Y = (16 + 65.481 R + 128.553 G + 24.966 B) / 255`` (the

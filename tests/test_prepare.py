@@ -14,7 +14,8 @@ import pytest
 from click.testing import CliRunner
 
 from refsr_cli.prepare import lightfield, pipeline as prepare
-from refsr_cli.cli import main, pipeline
+from refsr_cli.cli import main
+from refsr_cli.commands import pipeline
 from refsr_cli.commands.prepare import command as prepare_command
 from refsr_cli.errors import RefsrError
 from refsr_cli.data.store import open_store

@@ -1,6 +1,6 @@
 """Cross-MPI (Zhou et al., CVPR 2021): RefSR through a super-resolved multiplane image of the reference.
 
-Pipeline (design.md §4), shapes for a batch of ``N`` pairs, LR ``h×w``, HR ``H×W = s·h × s·w``, ``D`` planes:
+Pipeline (docs/design.md §4), shapes for a batch of ``N`` pairs, LR ``h×w``, HR ``H×W = s·h × s·w``, ``D`` planes:
 
 1. **Plane sweep volume** of Ref: plane ``i`` is Ref shifted by disparity ``δ_i`` along the baseline
    direction ``b`` — ``PSV_i(p) = Ref(p + δ_i·b)`` (``N×D×3×H×W``), see :func:`plane_sweep_volume` and the

@@ -1,5 +1,5 @@
 """CrossNet (Zheng et al., "CrossNet: An End-to-end Reference-based Super Resolution Network using
-Cross-scale Warping", ECCV 2018), design.md §4.
+Cross-scale Warping", ECCV 2018), docs/design.md §4.
 
 Pipeline for ``lr`` (``N×3×h×w``), ``ref`` (``N×3×H×W``, H = s·h, W = s·w)::
 
@@ -158,7 +158,7 @@ class CrossNet(CrossNetBase):
         sisr_config: MDSR keyword arguments when ``sisr="mdsr"`` (default: paper size).
         global_residual: add the encoder's LR↑ to the decoder output (``SR = LRs + Dec(…)``). Not in the
             paper; on by default because training then starts from bicubic quality instead of from a
-            random image, which converges faster and more stably (design.md §4 lists it as allowed).
+            random image, which converges faster and more stably (docs/design.md §4 lists it among our changes).
         flow_scale: FlowNetS+ predicts ``flow / flow_scale`` (see :class:`FlowNetSPlus`); 1 = as published.
     Forward: ``(lr N×3×h×w, ref N×3×sh×sw, scale) → (sr N×3×sh×sw, aux)`` with aux keys
     ``"flow"`` (V0, ``N×2×sh×sw``), ``"flows"`` ([V0…V3], scale i in its own pixels),

@@ -1,5 +1,5 @@
 """CrossNet++ (Tan, Zheng et al., "CrossNet++: Cross-scale Large-parallax Warping for Reference-based
-Super-resolution", TPAMI 2020), design.md §4.
+Super-resolution", TPAMI 2020), docs/design.md §4.
 
 Two-stage alignment, shared encoder::
 

@@ -1,4 +1,4 @@
-"""FlowNetS+ — the flow estimator of CrossNet / CrossNet++ (design.md §4).
+"""FlowNetS+ — the flow estimator of CrossNet / CrossNet++ (docs/design.md §4).
 
 Input ``cat(A, B)`` (``N×6×H×W``, H and W multiples of 64); outputs backward flows that bring ``B``
 onto ``A``: ``B̂(p) = B(p + V(p))`` (see :func:`refsr_cli.ops.warp.backward_warp`). Channel 0 = x, 1 = y,

@@ -1,12 +1,37 @@
 """One module per subcommand. Each defines ``command`` (a ``click.Command``); cli.py registers it.
 
-Commands parse options, read defaults from :func:`refsr_cli.cli.pipeline` (what earlier chained
+Commands parse options, read defaults from :func:`pipeline` (what earlier chained
 stages produced), call a plain library function, and record what they produced for later stages.
 """
+from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
+
+
+@dataclass
+class Pipeline:
+    """What earlier stages of a chained call produced (``None`` when no stage produced it)."""
+
+    store_dir: Path | None = None     # folder holding train.h5 / test.h5 (prepare)
+    train_store: Path | None = None   # prepare → train
+    test_store: Path | None = None    # prepare → bench / train --val
+    checkpoint: Path | None = None    # train → infer / bench
+    outputs: Path | None = None       # infer → metrics
+    extra: dict = field(default_factory=dict)
+
+
+def pipeline() -> Pipeline:
+    """The :class:`Pipeline` of the running invocation (a fresh one outside the CLI)."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return Pipeline()
+    root = ctx.find_root()
+    if not isinstance(root.obj, Pipeline):
+        root.obj = Pipeline()
+    return root.obj
 
 
 class StageCommand(click.Command):

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from refsr_cli import console
-from refsr_cli.cli import pipeline
+from refsr_cli.commands import pipeline
 from refsr_cli.errors import RefsrError
 
 

@@ -82,7 +82,7 @@ def command(source, scale, out, method, weights, prealign, detector, tile, overl
       refsr infer ./stereo --scale 4 --out ./sr --method crossmpi --baseline 1 0 --disparity-range 0 64
       refsr train --variant crossnet --scale 4 --iters 200 infer ./pairs --scale 4 --out ./sr
     """
-    from refsr_cli.cli import pipeline
+    from refsr_cli.commands import pipeline
     from refsr_cli.inference.pipeline import check_output_dir, infer_pairs
     from refsr_cli.inference.methods import baselines, load_method, method_names, resolve_device
     from refsr_cli.data.pairs import discover_pairs, parse_shard, shard as take_shard

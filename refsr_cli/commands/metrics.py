@@ -61,7 +61,7 @@ def command(sr, gt, y_channel, crop, as_json, csv_file, jobs):
       refsr metrics out.png hr.png --csv scores.csv
       refsr infer ./pairs --scale 8 --out ./sr metrics ./pairs
     """
-    from refsr_cli.cli import pipeline
+    from refsr_cli.commands import pipeline
     from refsr_cli.metrics import compare_paths, mean_row, to_json, write_csv
 
     state = pipeline()

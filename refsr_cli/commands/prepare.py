@@ -151,7 +151,7 @@ def command(kind: str, **opts) -> None:
         if opts["disparity"]:
             raise RefsrError("--disparity applies to 'prepare synthetic' only")
     result = KINDS[kind](opts)
-    from refsr_cli.cli import pipeline
+    from refsr_cli.commands import pipeline
 
     pipe = pipeline()
     pipe.store_dir = Path(result["store_dir"])

@@ -7,7 +7,7 @@ import click
 
 from refsr_cli import console
 from refsr_cli.archs import variants
-from refsr_cli.cli import pipeline
+from refsr_cli.commands import pipeline
 from refsr_cli.errors import RefsrError
 
 

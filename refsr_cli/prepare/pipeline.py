@@ -68,7 +68,7 @@ def _produce_lightfield(task: Task, crop) -> np.ndarray:
 
 def _produce_synthetic(task: Task, crop):
     """The views, or ``(views, per-view disparity)`` when the task asks for disparity."""
-    from refsr_cli.prepare.synthetic import render_light_field  # written separately; imported only when used
+    from refsr_cli.prepare.synthetic import render_light_field  # imports scikit-image: only when used
 
     p = task.params
     with_disparity = bool(p.get("disparity"))
@@ -387,13 +387,11 @@ def prepare_synthetic(out: str | os.PathLike, count: int = 64, test_count: int =
 
 
 def _synthetic_params(params: dict) -> dict:
-    """What the renderer says about its settings (``synthetic_attributes``), or our own record."""
+    """Our record of the settings plus what the renderer says about them (``synthetic_attributes``)."""
     record = {"height": params["height"], "width": params["width"], "max_disparity": params["max_disparity"],
               **params["options"]}
-    try:
-        from refsr_cli.prepare.synthetic import synthetic_attributes
-    except ImportError:
-        return record
+    from refsr_cli.prepare.synthetic import synthetic_attributes  # imports scikit-image: only when used
+
     try:
         extra = synthetic_attributes(height=params["height"], width=params["width"],
                                      max_disparity=params["max_disparity"], **params["options"])

@@ -42,7 +42,7 @@ GENERATOR_VERSION = 1
 
 #: Offline scikit-image photographs used as textures, with sampling weights. Photos of natural scenes
 #: dominate; noise-like textures (gravel, hubble, retina) are rare so that they cannot dominate the
-#: statistics (design.md §3). ``stereo_motorcycle`` is deliberately NOT a source: it is the real test
+#: statistics (docs/design.md §3). ``stereo_motorcycle`` is deliberately NOT a source: it is the real test
 #: pair that the synthetic statistics are compared against.
 TEXTURE_SOURCES: dict[str, float] = {
     "astronaut": 3.0, "coffee": 3.0, "chelsea": 2.0, "rocket": 1.5,
@@ -509,6 +509,12 @@ def render_light_field(seed: int, height: int = 320, width: int = 512, max_dispa
     return views
 
 
+# The generator's name as stores record it. It is part of the settings that key `prepare`'s resume digest,
+# so it keeps the spelling of the module's path before the package was split into subpackages: stores
+# prepared earlier stay "already prepared" instead of being rendered again.
+GENERATOR_NAME = "refsr_cli.synthetic.render_light_field"
+
+
 def synthetic_attributes(height: int = 320, width: int = 512, max_disparity: float = 20.0, grid: int = 8,
                          **options) -> dict:
     """What a store should record about the generator, so that a set can be reproduced or told apart."""
@@ -520,7 +526,7 @@ def synthetic_attributes(height: int = 320, width: int = 512, max_disparity: flo
         raise TypeError(f"unknown render_light_field option(s): {', '.join(sorted(unknown))}")
     return {
         "source": "synthetic",
-        "generator": "refsr_cli.prepare.synthetic.render_light_field",
+        "generator": GENERATOR_NAME,
         "generator_version": GENERATOR_VERSION,
         "height": int(height),
         "width": int(width),
