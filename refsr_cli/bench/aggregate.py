@@ -31,6 +31,37 @@ def _speedup(method_records: dict, pm_records: dict) -> tuple[float | None, int]
     return (theirs / mine if mine > 0 else None), len(common)
 
 
+def _suite_summary(records, sources, scales, order_methods) -> list[dict]:
+    """Per (suite, scale, method): the mean over the suite's cases and each method's gain over the
+    baselines on the same cases. A *suite* is a source whose views are separate cases (the real pairs)."""
+    summary = []
+    for source in sources:
+        if source.kind != "real":
+            continue
+        for scale in scales:
+            psnr: dict[str, dict[str, float]] = {}
+            for r in records:
+                if r["scale"] == scale and r["data"] == source.label and r.get("psnr") is not None:
+                    psnr.setdefault(r["method"], {})[str(r["view"])] = float(r["psnr"])
+            for method in order_methods:
+                mine = psnr.get(method)
+                if not mine:
+                    continue
+                row = {"data": source.label, "scale": scale, "method": method, "cases": len(mine),
+                       "psnr": mean_of(mine.values()),
+                       "ssim": mean_of(r.get("ssim") for r in records if r["scale"] == scale
+                                       and r["data"] == source.label and r["method"] == method)}
+                for base in ("patchmatch", "mdsr", "bicubic"):
+                    theirs = psnr.get(base, {})
+                    common = [case for case in mine if case in theirs]
+                    gains = [mine[c] - theirs[c] for c in common]
+                    row[f"vs_{base}"] = mean_of(gains) if base != method else None
+                    if base == "bicubic" and base != method:
+                        row["below_bicubic"] = [c for c in common if mine[c] < theirs[c]]
+                summary.append(row)
+    return summary
+
+
 def build_report(records, pair_infos, plans, sources, scales, dev, jobs, counters, command=None) -> dict:
     """Aggregate per-image records into the report dict."""
     parallax = {(i["data"], str(i["view"]), i["image"], i["scale"]): i.get("parallax") for i in pair_infos}
@@ -127,6 +158,7 @@ def build_report(records, pair_infos, plans, sources, scales, dev, jobs, counter
         "refsr_report_version": 1,
         "results": rows,
         "speed": speed,
+        "suites": _suite_summary(records, sources, scales, order_methods),
         "showcase": showcase,
         "images": images,
         "settings": {

@@ -1,8 +1,8 @@
-"""The built-in test set of ``refsr bench``: nothing to download, the same numbers on every machine.
+"""The built-in synthetic test set of ``refsr bench``: nothing to download, the same numbers everywhere.
 
-Two parts:
+The real pairs beside it are :mod:`refsr_cli.bench.real_suite`.
 
-* **synthetic light fields** — a deterministic test store rendered by
+A deterministic test store rendered by
   :func:`refsr_cli.prepare.synthetic.render_light_field` with fixed seeds, written once into the cache folder
   (``$REFSR_CACHE``, else ``$XDG_CACHE_HOME/refsr``, else ``~/.cache/refsr``) as
   ``builtin-synthetic-v<V>-g<G>-n<count>-<H>x<W>/test.h5`` and reused afterwards (``V`` = this module's
@@ -10,11 +10,6 @@ Two parts:
   Default: 8 light fields of 320×512 (the papers' evaluation crop), maximum disparity 20 px. Beside the
   store, ``disparity.json`` keeps the renderer's ground-truth mean disparity of each light field, so the
   bench reports true (not estimated) parallax for this set.
-* **stereo_motorcycle** — the real Middlebury stereo pair bundled with scikit-image (500×741, with the
-  left view's disparity). LR = the right view downscaled, Ref = the left view, GT = the right view, all
-  cropped to the top-left 496×736 so that the HR size divides by 8 (and 16). Its view label is
-  ``"stereo"``; its parallax is the mean of the provided disparity map over the crop (HR pixels,
-  horizontal; the invalid ``inf`` entries are left out).
 """
 from __future__ import annotations
 
@@ -23,7 +18,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from refsr_cli import console
 from refsr_cli.errors import RefsrError
@@ -33,9 +27,6 @@ SYNTHETIC_SEED = 20240607      # fixed: the built-in set must be identical every
 DEFAULT_COUNT = 8
 DEFAULT_SIZE = (320, 512)
 DEFAULT_MAX_DISPARITY = 20.0   # px per axis between views (0,0) and (7,7), like Flower's largest parallax
-STEREO_CROP = (496, 736)       # top-left crop of the 500×741 Middlebury pair: multiple of 8 and 16
-STEREO_LABEL = "stereo"
-STEREO_NAME = "stereo_motorcycle"
 DISPARITY_FILE = "disparity.json"
 
 
@@ -163,45 +154,3 @@ def _render_store(path: Path, count: int, height: int, width: int, jobs: int) ->
         parts_dir.rmdir()
     except OSError:
         pass
-
-
-def stereo_pair(scale: int) -> tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The real stereo pair as ``(name, lr 3×h×w, ref 3×H×W, hr 3×H×W)`` for ``scale``.
-
-    LR = bicubic downscaling (:func:`refsr_cli.ops.resize.downscale`, clamped to [0, 1] like the stores'
-    test pairs) of the right view, Ref = the left view, GT = the right view, top-left
-    :data:`STEREO_CROP`. With the left view's disparity ``d``, a left pixel ``x`` appears at ``x − d``
-    in the right view, so the backward flow from Ref to the LR view is ``(+d, 0)``.
-    """
-    import skimage.data
-
-    from refsr_cli.data.image_io import array_to_tensor
-    from refsr_cli.ops.resize import downscale
-
-    if STEREO_CROP[0] % scale or STEREO_CROP[1] % scale:
-        raise RefsrError(f"the stereo pair's crop {STEREO_CROP[0]}×{STEREO_CROP[1]} does not divide by {scale}")
-    left, right, _ = skimage.data.stereo_motorcycle()
-    h, w = STEREO_CROP
-    hr = array_to_tensor(np.ascontiguousarray(right[:h, :w]))
-    ref = array_to_tensor(np.ascontiguousarray(left[:h, :w]))
-    return STEREO_NAME, downscale(hr, scale).clamp_(0, 1), ref, hr
-
-
-def stereo_disparity_range() -> tuple[float, float]:
-    """``(0, 99th percentile)`` of the motorcycle's valid disparities over the crop (HR px): the span a
-    plane sweep over the pair has to cover."""
-    import skimage.data
-
-    _, _, disparity = skimage.data.stereo_motorcycle()
-    d = np.asarray(disparity[: STEREO_CROP[0], : STEREO_CROP[1]], dtype=np.float64)
-    return 0.0, float(np.percentile(d[np.isfinite(d) & (d > 0)], 99))
-
-
-def stereo_parallax() -> float:
-    """Mean of the motorcycle's ground-truth disparity (HR px) over the crop, invalid entries excluded."""
-    import skimage.data
-
-    _, _, disparity = skimage.data.stereo_motorcycle()
-    d = np.asarray(disparity[: STEREO_CROP[0], : STEREO_CROP[1]], dtype=np.float64)
-    valid = np.isfinite(d) & (d > 0)
-    return float(d[valid].mean())

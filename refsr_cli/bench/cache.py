@@ -21,9 +21,9 @@ from refsr_cli.bench.sources import Source, safe_name
 from refsr_cli.data.files import read_json, write_json
 from refsr_cli.data.image_io import write_image
 from refsr_cli.metrics import METRICS, finite_or_none
-from refsr_cli.ops.parallax import luma
 
 CACHE_VERSION = 1
+ESTIMATOR = "ops.geometry-v1"   # bump when the parallax estimator changes what it reports
 QUICK = 0.5                     # seconds: calls shorter than this are timed a second time
 CROP = 128                      # side (HR pixels) of the side-by-side crops in the HTML page
 
@@ -33,7 +33,7 @@ def crop_region(hr: torch.Tensor, size: int = CROP) -> tuple[int, int, int]:
     is the same for every method and stays put when methods are added)."""
     h, w = hr.shape[-2:]
     side = min(size, h, w)
-    gray = luma(hr.float().cpu())
+    gray = (hr.float().cpu() * torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(0, keepdim=True)[None]
     gy = (gray[..., 1:, :] - gray[..., :-1, :]).abs()[..., :, :-1]
     gx = (gray[..., :, 1:] - gray[..., :, :-1]).abs()[..., :-1, :]
     energy = F.pad(gx + gy, (0, 1, 0, 1))
@@ -70,6 +70,8 @@ def compute_unit(plan: MethodPlan, scale: int, device: str, lr: torch.Tensor, re
     scores = evaluate(sr, hr)
     record = {**meta, **{k: finite_or_none(scores[k]) for k in METRICS}, "seconds": seconds,
               "threads": torch.get_num_threads(), "device": str(method.device)}
+    if getattr(method, "geometry", None) is not None:
+        record["geometry"] = method.geometry.to_json()
     if region is not None:
         crop = cache_file.with_suffix(".sr.png")
         _save_crop(crop, sr, region)
@@ -85,6 +87,8 @@ def compute_unit(plan: MethodPlan, scale: int, device: str, lr: torch.Tensor, re
 
 def _timed(method, lr: torch.Tensor, ref: torch.Tensor):
     start = time.perf_counter()
+    if hasattr(method, "bind_pair"):        # reading the pair's geometry is part of the method's time
+        method.bind_pair(lr[None], ref[None])
     result = method(lr[None], ref[None])
     if method.device.type == "cuda":
         torch.cuda.synchronize(method.device)
@@ -112,7 +116,8 @@ def pair_info(cache: Path, source: Source, scale: int, view, name: str, lr, ref,
     """Method-independent facts of one pair (parallax, crop region, GT/Ref crops), cached."""
     path = cache / "pairs" / f"{source.ident}__x{scale}__{safe_name(view)}__{safe_name(name)}.json"
     info = read_json(path)
-    ok = info is not None and info.get("cache_version") == CACHE_VERSION
+    # An estimated parallax is only as current as the estimator that made it.
+    ok = info is not None and info.get("cache_version") == CACHE_VERSION and info.get("estimator") == ESTIMATOR
     if ok and showcase:
         ok = all((path.parent / info.get(k, "")).is_file() for k in ("gt_crop", "ref_crop", "lr_crop")) \
             and "region" in info
@@ -121,7 +126,7 @@ def pair_info(cache: Path, source: Source, scale: int, view, name: str, lr, ref,
     parallax, how = source.parallax(name, view, hr, ref)
     info = {"cache_version": CACHE_VERSION, "data": source.label, "view": view, "image": name,
             "scale": scale, "parallax": finite_or_none(parallax) if parallax is not None else None,
-            "parallax_source": how, "hr_size": list(hr.shape[-2:])}
+            "parallax_source": how, "hr_size": list(hr.shape[-2:]), "estimator": ESTIMATOR}
     if showcase:
         region = crop_region(hr)
         info["region"] = list(region)

@@ -1,7 +1,8 @@
 """Which method runs at which scale with which weights, and the digest that keys its cached results.
 
-``digest`` is the SHA-256 of the checkpoint file for a network and of the baseline's source file and
-options for a baseline, so a changed checkpoint or baseline is never served stale results.
+``digest`` is the SHA-256 of the checkpoint file for a network (with the pair-geometry estimator's source
+for a variant that reads it) and of the baseline's source file and options for a baseline, so a changed
+checkpoint, estimator or baseline is never served stale results.
 """
 from __future__ import annotations
 
@@ -49,6 +50,20 @@ def _baseline_digest(name: str, options: dict) -> str:
         h.update(Path(inspect.getsourcefile(fn)).read_bytes())
     except (TypeError, OSError):
         h.update(__version__.encode())
+    return h.hexdigest()[:12]
+
+
+def _network_digest(variant: str, path: str | os.PathLike) -> str:
+    """Hash of the checkpoint; for a variant that reads each pair's geometry, also of the estimator's
+    source, so that editing the estimator invalidates exactly the results that depend on it."""
+    from refsr_cli.archs import spec
+    from refsr_cli.ops import geometry
+
+    digest = file_digest(path)
+    if spec(variant).recipe.pair_options is None:
+        return digest
+    h = hashlib.sha256(digest.encode())
+    h.update(Path(inspect.getsourcefile(geometry)).read_bytes())
     return h.hexdigest()[:12]
 
 
@@ -119,7 +134,7 @@ def plan_methods(methods: Iterable[str] | None, weights: dict[str, str | os.Path
             else:
                 continue
             found = True
-            plans[s].append(MethodPlan(name, variant, "network", Path(path), file_digest(path)))
+            plans[s].append(MethodPlan(name, variant, "network", Path(path), _network_digest(variant, path)))
         if not found:
             if explicit:
                 raise RefsrError(f"no weights for {name} at ×{', ×'.join(map(str, scales))}: train them with "

@@ -69,6 +69,22 @@ def cells(row: dict) -> dict[str, str]:
 # JSON and Markdown
 # ------------------------------------------------------------------------------------------------
 
+SUITE_HEADERS = ("Method", "×", "cases", "mean PSNR (dB)", "mean SSIM", "Δ vs PatchMatch (dB)", "Δ vs MDSR (dB)",
+                 "below bicubic")
+
+
+def _signed(value) -> str:
+    return "–" if value is None else f"{value:+.2f}"
+
+
+def suite_cells(row: dict) -> list[str]:
+    """One row of the suite summary (mean over the cases, gains over baselines on the same cases)."""
+    below = row.get("below_bicubic")
+    return [row["method"], str(row["scale"]), str(row["cases"]), _num(row.get("psnr"), 2), _num(row.get("ssim"), 4),
+            _signed(row.get("vs_patchmatch")), _signed(row.get("vs_mdsr")),
+            "–" if below is None else (f"{len(below)}: {', '.join(below)}" if below else "0")]
+
+
 def _clean(value):
     """JSON has no NaN/inf: they become null."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -94,6 +110,10 @@ def to_markdown(report: dict) -> str:
     for row in report.get("results", []):
         c = cells(row)
         lines.append("| " + " | ".join(c[k].replace("|", "\\|") for k in COLUMNS) + " |")
+    for data in dict.fromkeys(r["data"] for r in report.get("suites", [])):
+        lines += ["", f"## Suite `{data}`: mean over its cases", "",
+                  "| " + " | ".join(SUITE_HEADERS) + " |", "| --- |" + " ---: |" * (len(SUITE_HEADERS) - 2) + " --- |"]
+        lines += ["| " + " | ".join(suite_cells(r)) + " |" for r in report["suites"] if r["data"] == data]
     if report.get("speed"):
         lines += ["", "## Speed against PatchMatch (median over the same images)", "",
                   "| Method | × | images | s / image | PatchMatch s / image | speed-up |",
@@ -292,6 +312,22 @@ def to_html(report: dict, base: str | os.PathLike) -> str:
         previous = key
     out.append("</tbody></table>")
 
+    for data in dict.fromkeys(r["data"] for r in report.get("suites", [])):
+        out.append(f"<h2>Suite {esc(data)}: mean over its cases</h2>")
+        out.append('<table class="results"><thead><tr>' + "".join(
+            f'<th class="{"l" if i in (0, len(SUITE_HEADERS) - 1) else ""}">{esc(h)}</th>'
+            for i, h in enumerate(SUITE_HEADERS)) + "</tr></thead><tbody>")
+        previous = None
+        for r in report["suites"]:
+            if r["data"] != data:
+                continue
+            sep = ' class="sep"' if previous is not None and r["scale"] != previous else ""
+            left = (0, len(SUITE_HEADERS) - 1)
+            out.append(f"<tr{sep}>" + "".join(f'<td class="l">{esc(v)}</td>' if i in left else f"<td>{esc(v)}</td>"
+                                              for i, v in enumerate(suite_cells(r))) + "</tr>")
+            previous = r["scale"]
+        out.append("</tbody></table>")
+
     # Plot
     colors = _method_colors(report)
     scales = list(dict.fromkeys(r["scale"] for r in rows))
@@ -366,7 +402,8 @@ def write_reports(report: dict, out: str | os.PathLike) -> dict[str, Path]:
 
 
 def rich_table(report: dict):
-    """The results as a :class:`rich.table.Table` (printed by ``refsr bench``)."""
+    """The results (and any suite summary) as rich tables (printed by ``refsr bench``)."""
+    from rich.console import Group
     from rich.table import Table
 
     table = Table(title="refsr bench", show_lines=False)
@@ -381,4 +418,17 @@ def rich_table(report: dict):
         c = cells(r)
         table.add_row(*[c[k] for k in COLUMNS])
         previous = key
-    return table
+    tables = [table]
+    for data in dict.fromkeys(r["data"] for r in report.get("suites", [])):
+        suite = Table(title=f"suite {data}: mean over its cases")
+        for i, header in enumerate(SUITE_HEADERS):
+            suite.add_column(header, justify="left" if i in (0, len(SUITE_HEADERS) - 1) else "right")
+        previous = None
+        for r in report["suites"]:
+            if r["data"] == data:
+                if previous is not None and r["scale"] != previous:
+                    suite.add_section()
+                suite.add_row(*suite_cells(r))
+                previous = r["scale"]
+        tables.append(suite)
+    return Group(*tables)

@@ -42,12 +42,12 @@ def run_bench(data: str | os.PathLike | None = None, pairs: str | os.PathLike | 
               weights: dict[str, str | os.PathLike] | None = None, jobs: int | None = None,
               device: str | None = "auto", builtin_count: int | None = None,
               builtin_size: tuple[int, int] | None = None, baseline_options: dict | None = None,
-              command: str | None = None) -> dict:
+              command: str | None = None, suite: str = "all") -> dict:
     """Benchmark ``methods`` on a test set and write ``report.json``, ``report.md``, ``report.html``.
 
     Args:
         data: an HDF5 store (light field or video); ``pairs``: a folder/CSV of LR/Ref/HR pairs. Neither:
-            the built-in set (synthetic light fields + ``stereo_motorcycle``, :mod:`refsr_cli.bench.builtin_data`).
+            the built-in sets chosen by ``suite``.
         methods: method names (variants, baselines, ``weights`` labels); ``None``: everything available.
         scales, views: upscaling factors; light-field views ``k`` (LR = view (k,k), Ref = (0,0)) or video
             frame gaps. ``views=None``: 1 and 7, or every gap of a video store.
@@ -56,6 +56,8 @@ def run_bench(data: str | os.PathLike | None = None, pairs: str | os.PathLike | 
         jobs: worker processes for the baselines (default ``min(4, cores)``).
         device: networks' device (``auto``, ``cpu``, ``cuda`` …).
         builtin_count, builtin_size: size of the built-in synthetic set (default 8 × 320×512).
+        suite: without ``data``/``pairs``, which built-in sets run: ``all`` (the synthetic light fields and
+            the real pairs of :mod:`refsr_cli.bench.real_suite`), ``synthetic`` or ``real``.
     Returns:
         the report dict (as written to ``report.json``).
     """
@@ -89,7 +91,7 @@ def run_bench(data: str | os.PathLike | None = None, pairs: str | os.PathLike | 
         sources = [PairsSource(pairs)]
     else:
         sources = builtin_sources(builtin_count or DEFAULT_COUNT, tuple(builtin_size or DEFAULT_SIZE),
-                                  views or DEFAULT_VIEWS, jobs)
+                                  views or DEFAULT_VIEWS, jobs, suite)
 
     counters = _Counters()
     records: list[dict] = []

@@ -1,17 +1,17 @@
 """Test sources of the benchmark: named views, each a list of ``(name, lr, ref, hr)`` pairs per scale.
 
-A light-field or video store (:class:`StoreSource`), the real ``stereo_motorcycle`` pair
-(:class:`StereoSource`), a folder or CSV of pairs (:class:`PairsSource`). Each source says how the
-parallax of a pair is known (ground truth, or estimated by :func:`refsr_cli.ops.parallax.estimate_parallax`)
-and what plane-sweep geometry its view pairs have.
+A light-field or video store (:class:`StoreSource`), the built-in real-pair suite
+(:class:`RealSuiteSource`), a folder or CSV of pairs (:class:`PairsSource`). Each source says how the
+parallax of a pair is known (ground truth, or estimated by :func:`refsr_cli.ops.geometry.estimate_geometry`,
+the estimator inference uses to read a pair's geometry) and what plane-sweep geometry its view pairs have.
 
 Parallax is the mean displacement magnitude (HR pixels) between the LR view and the reference:
 
 * built-in synthetic light fields: from the renderer's ground-truth disparity ``d`` of view (0,0):
   view (k,k) is displaced by ``d·k/7`` per axis, i.e. ``√2·d·k/7``;
-* ``stereo_motorcycle``: the mean of its ground-truth disparity map over the crop;
-* anything else: *estimated* by block matching between GT and Ref — along the baseline (1,1) for
-  light-field views, in 2-D at reduced resolution for video frames and folder pairs.
+* the real suite's ``stereo_motorcycle``: the mean of its ground-truth disparity map over the crop;
+* anything else: *estimated* from SIFT matches between GT and Ref (the mean displacement of the consistent
+  matches); ``None`` when there are too few (a textureless pair).
 """
 from __future__ import annotations
 
@@ -28,9 +28,15 @@ from refsr_cli import console
 from refsr_cli.data.lightfield_dataset import iter_test_pairs
 from refsr_cli.data.video_store import is_video_store, iter_video_test_pairs
 from refsr_cli.errors import RefsrError
-from refsr_cli.ops.parallax import estimate_parallax
+from refsr_cli.ops.geometry import estimate_geometry
 
 DEFAULT_VIEWS = (1, 7)
+ESTIMATED = "estimated (SIFT matches, refsr_cli.ops.geometry)"
+
+
+def estimated_parallax(hr: torch.Tensor, ref: torch.Tensor) -> tuple[float | None, str]:
+    geometry = estimate_geometry(hr, ref)
+    return (geometry.parallax if geometry is not None else None), ESTIMATED
 
 
 def safe_name(text: str) -> str:
@@ -60,7 +66,7 @@ class Source:
 
     def parallax(self, name: str, view, hr: torch.Tensor, ref: torch.Tensor) -> tuple[float | None, str]:
         """``(mean parallax in HR px, how it was obtained)``."""
-        return estimate_parallax(hr, ref, None), "estimated (2-D block matching)"
+        return estimated_parallax(hr, ref)
 
     def plane_sweep(self, view) -> dict:
         """Geometry of the view pair for plane-sweep networks (Cross-MPI): ``baseline`` ``(bx, by)`` and
@@ -130,39 +136,43 @@ class StoreSource(Source):
         if self.kind == "lightfield" and name in self.disparity:
             per_axis = self.disparity[name] * int(view) / (self.grid[0] - 1)
             return math.sqrt(2.0) * per_axis, "ground-truth disparity"
-        if self.kind == "lightfield":
-            return estimate_parallax(hr, ref, (1.0, 1.0)), "estimated (block matching along (1,1))"
-        return estimate_parallax(hr, ref, None), "estimated (2-D block matching)"
+        return estimated_parallax(hr, ref)
 
 
-class StereoSource(Source):
-    """The real ``stereo_motorcycle`` pair (see :mod:`refsr_cli.bench.builtin_data`)."""
+class RealSuiteSource(Source):
+    """The real-pair suite (:mod:`refsr_cli.bench.real_suite`): one view per real case."""
 
-    kind = "stereo"
-    label = "stereo_motorcycle"
-    ident = "stereo_motorcycle-v1"
-    path = "skimage.data.stereo_motorcycle"
+    kind = "real"
+    label = "real"
+    path = "built-in real pairs (docs/real-suite.md)"
+
+    def __init__(self):
+        from refsr_cli.bench.real_suite import real_cases
+
+        self.cases, missing = real_cases()
+        for line in missing:
+            console.warn(f"real-pair suite: {line}")
+        self.by_name = {case.name: case for case in self.cases}
+        self.ident = "real-v1"
 
     def views(self) -> list:
-        from refsr_cli.bench.builtin_data import STEREO_LABEL
-
-        return [STEREO_LABEL]
+        return [case.name for case in self.cases]
 
     def pairs(self, scale, view):
-        from refsr_cli.bench.builtin_data import stereo_pair
+        from refsr_cli.bench.real_suite import case_pair
 
-        return [stereo_pair(scale)]
+        return [case_pair(self.by_name[view], scale)]
 
     def parallax(self, name, view, hr, ref):
-        from refsr_cli.bench.builtin_data import stereo_parallax
+        if self.by_name[view].kind == "stereo":
+            from refsr_cli.bench.real_suite import stereo_parallax
 
-        return stereo_parallax(), "ground-truth disparity"
+            return stereo_parallax(), "ground-truth disparity"
+        return super().parallax(name, view, hr, ref)
 
-    def plane_sweep(self, view) -> dict:
-        from refsr_cli.bench.builtin_data import stereo_disparity_range
-
-        # LR = right view, Ref = left view: the backward flow is (+d, 0) (x_right = x_left − d).
-        return {"baseline": (1.0, 0.0), "disparity_range": stereo_disparity_range()}
+    def describe(self) -> dict:
+        return {**super().describe(), "cases": [{"name": c.name, "kind": c.kind, "source": c.source}
+                                                for c in self.cases]}
 
 
 class PairsSource(Source):
@@ -215,8 +225,20 @@ class PairsSource(Source):
         return out
 
 
-def builtin_sources(count: int, size: tuple[int, int], views: Iterable[int], jobs: int) -> list[Source]:
+SUITES = ("all", "synthetic", "real")
+
+
+def builtin_sources(count: int, size: tuple[int, int], views: Iterable[int], jobs: int,
+                    suite: str = "all") -> list[Source]:
+    """The built-in test sets: ``synthetic`` light fields, the ``real`` pairs, or ``all`` of them."""
     from refsr_cli.bench.builtin_data import builtin_disparity, builtin_store
 
-    store = builtin_store(count, size, jobs=jobs)
-    return [StoreSource(store, views, label="synthetic", disparity=builtin_disparity(store)), StereoSource()]
+    if suite not in SUITES:
+        raise RefsrError(f"unknown suite {suite!r} (known: {', '.join(SUITES)})")
+    sources: list[Source] = []
+    if suite in ("all", "synthetic"):
+        store = builtin_store(count, size, jobs=jobs)
+        sources.append(StoreSource(store, views, label="synthetic", disparity=builtin_disparity(store)))
+    if suite in ("all", "real"):
+        sources.append(RealSuiteSource())
+    return sources

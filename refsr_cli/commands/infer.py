@@ -58,10 +58,12 @@ def _fmt_metrics(metrics: dict | None) -> str:
 @click.option("--shard", default=None, metavar="K/N",
               help="Process pairs K, K+N, K+2N … of the sorted list (K from 0), e.g. for array jobs.")
 @click.option("--baseline", nargs=2, type=float, default=None, metavar="BX BY",
-              help="Cross-MPI: direction of the reference's parallax, (1 1) for light-field views "
-                   "(k,k)→(0,0) (default), (1 0) for a rectified pair with the reference on the left.")
+              help="Cross-MPI: direction of the reference's parallax, e.g. (1 1) for light-field views "
+                   "(k,k)→(0,0), (1 0) for a rectified pair with the reference on the left. Default: read "
+                   "from each pair (SIFT matches; printed and in the JSON line).")
 @click.option("--disparity-range", nargs=2, type=float, default=None, metavar="LO HI",
-              help="Cross-MPI: disparity span (output px along --baseline) of its planes [default: 0 20].")
+              help="Cross-MPI: disparity span (output px along --baseline) of its planes. Default: read "
+                   "from each pair, or 0 20 with --baseline alone.")
 @click.option("--y-channel", is_flag=True, help="Metrics on the Y channel (BT.601) instead of RGB.")
 @click.option("--crop", "metrics_crop", type=click.IntRange(min=0), default=0, help="Metrics border crop (px).")
 def command(source, scale, out, method, weights, prealign, detector, tile, overlap, batch, device, half, bf16,

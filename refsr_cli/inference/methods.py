@@ -83,7 +83,7 @@ class Method:
     def __init__(self, name: str, scale: int, fn: Callable, input_multiple: int = 1,
                  needs_reference: bool = True, device: str | torch.device = "cpu",
                  half: bool | str = False, weights: Path | None = None, checkpoint: dict | None = None,
-                 model: nn.Module | None = None):
+                 model: nn.Module | None = None, recipe=None):
         self.name = name
         self.scale = int(scale)
         self._fn = fn
@@ -95,8 +95,15 @@ class Method:
         self.checkpoint = checkpoint or {}
         self.model = model
         # Extra keyword arguments of the network's forward, e.g. Cross-MPI's plane-sweep geometry
-        # ``{"baseline": (1, 0), "disparities": …}`` for a rectified stereo pair.
+        # ``{"baseline": (1, 0), "disparities": …}`` for a rectified stereo pair, when the user or the
+        # data gives the geometry. They override what bind_pair estimates from the pair itself.
         self.forward_options: dict = {}
+        # A variant whose recipe turns geometry into forward options gets it estimated from each pair
+        # (bind_pair) unless forward_options already say it.
+        self.recipe = recipe
+        self.estimates_geometry = recipe is not None and recipe.pair_options is not None
+        self.pair_options: dict = {}
+        self.geometry = None
 
     # -- construction ------------------------------------------------------------------------------
     @classmethod
@@ -108,14 +115,33 @@ class Method:
         variant = name or getattr(model, "variant", None) or type(model).__name__
         try:
             model_spec = spec(variant)
-            multiple, needs_ref = model_spec.input_multiple, model_spec.needs_reference
+            multiple, needs_ref, recipe = model_spec.input_multiple, model_spec.needs_reference, model_spec.recipe
         except RefsrError:  # an unregistered module: assume the strictest common requirement
-            multiple, needs_ref = 64, True
+            multiple, needs_ref, recipe = 64, True, None
         device = resolve_device(device)
         model = model.to(device).eval()
-        return cls(variant, scale, model, multiple, needs_ref, device, half, model=model)
+        return cls(variant, scale, model, multiple, needs_ref, device, half, model=model, recipe=recipe)
 
     # -- running -----------------------------------------------------------------------------------
+    def bind_pair(self, lr: torch.Tensor, ref: torch.Tensor | None):
+        """Read the geometry of the pair ``(lr, ref)`` (whole images, before any tiling) for the calls that
+        follow, when this method uses one and none was given (:mod:`refsr_cli.ops.geometry`).
+
+        Returns the :class:`~refsr_cli.ops.geometry.PairGeometry`, or ``None`` (not needed, given, or no
+        estimate: too few consistent matches — the network then runs with its trained defaults).
+        """
+        self.pair_options, self.geometry = {}, None
+        if not self.estimates_geometry or self.forward_options or ref is None:
+            return None
+        from refsr_cli.ops.geometry import estimate_geometry, sweep_geometry
+
+        lr = lr if lr.dim() == 4 else lr[None]
+        ref = ref if ref.dim() == 4 else ref[None]
+        self.geometry = estimate_geometry(lr[:1], ref[:1])
+        if self.geometry is not None:
+            self.pair_options = self.recipe.geometry_options(self.model, sweep_geometry(self.geometry))
+        return self.geometry
+
     @property
     def hr_multiple(self) -> int:
         """HR sizes seen by the method are padded to this (a multiple of the scale)."""
@@ -145,7 +171,7 @@ class Method:
         autocast = (torch.autocast(self.device.type, dtype=self.autocast_dtype)
                     if self.autocast_dtype is not None else nullcontext())
         with torch.inference_mode(), autocast:
-            out = self._fn(lr_in, ref_in, s, **self.forward_options)
+            out = self._fn(lr_in, ref_in, s, **{**self.pair_options, **self.forward_options})
         sr, aux = out if isinstance(out, tuple) else (out, {})
         size = (s * h, s * w)
         padded = (s * (h + pad_h), s * (w + pad_w))
@@ -225,4 +251,4 @@ def load_method(name: str | None, scale: int, weights: str | os.PathLike | None 
         raise RefsrError(f"{variant} supports scales {', '.join(map(str, model_spec.scales))}, not {scale}")
     meta = {k: payload.get(k) for k in ("variant", "scale", "meta")}
     return Method(variant, scale, model, model_spec.input_multiple, model_spec.needs_reference, device,
-                  half, weights=weights, checkpoint=meta, model=model)
+                  half, weights=weights, checkpoint=meta, model=model, recipe=model_spec.recipe)

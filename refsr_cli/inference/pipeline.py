@@ -45,6 +45,7 @@ class PairResult:
     metrics: dict | None = None
     error: str | None = None
     notes: list[str] = field(default_factory=list)
+    geometry: dict | None = None      # the pair's geometry as estimated for the method (ops.geometry)
 
     @property
     def ok(self) -> bool:
@@ -57,6 +58,8 @@ class PairResult:
             record.update({k: finite_or_none(v) for k, v in self.metrics.items()})
         if self.error:
             record["error"] = self.error
+        if self.geometry:
+            record["geometry"] = self.geometry
         return record
 
 
@@ -176,6 +179,11 @@ def run_pair(pair: Pair, out_dir: Path, method: Method, *, tile: int = DEFAULT_T
             metrics = evaluate(sr, hr, y=metrics_y, crop=metrics_crop)
         return PairResult(pair.name, "skipped", target, time.perf_counter() - start, metrics)
     lr, ref, hr, bits, notes = _load_pair_inputs(pair, method, prealign, detector)
+    geometry = method.bind_pair(lr, ref)
+    if geometry is not None:
+        notes.append(f"geometry read from the pair: {geometry.describe()}")
+    elif method.estimates_geometry and not method.forward_options:
+        notes.append("geometry: too few consistent matches to estimate it; the network's trained defaults apply")
     wanted = [k for k in save if k in INTERMEDIATES]
     sr, aux = tiled_inference(method, lr, ref, method.scale, tile=tile, overlap=overlap, batch=batch,
                               aux_keys=wanted, progress=progress)
@@ -189,7 +197,8 @@ def run_pair(pair: Pair, out_dir: Path, method: Method, *, tile: int = DEFAULT_T
     if hr is not None:
         # Metrics of the file as written (rounded to its bit depth), so `refsr metrics` agrees.
         metrics = evaluate(array_to_tensor(array), hr, y=metrics_y, crop=metrics_crop)
-    return PairResult(pair.name, "done", target, time.perf_counter() - start, metrics, notes=notes)
+    return PairResult(pair.name, "done", target, time.perf_counter() - start, metrics, notes=notes,
+                      geometry=geometry.to_json() if geometry is not None else None)
 
 
 def infer_pairs(pairs: list[Pair], out_dir: str | os.PathLike, method: Method, *, tile: int = DEFAULT_TILE,

@@ -1,0 +1,112 @@
+"""Reading a pair's geometry from the pair: direction, span and spread of the reference's displacement."""
+import math
+
+import numpy as np
+import pytest
+import skimage.data
+import torch
+
+from refsr_cli.archs import build_model, spec
+from refsr_cli.inference.methods import Method
+from refsr_cli.ops.geometry import estimate_geometry, sweep_geometry
+from refsr_cli.ops.resize import downscale
+from refsr_cli.ops.warp import shift
+
+
+def _photo(h=256, w=320):
+    img = torch.from_numpy(skimage.data.astronaut()[100:100 + h + 40, 120:120 + w + 40]).permute(2, 0, 1).float() / 255
+    return img[None]
+
+
+def _pair(dx, dy, h=256, w=320):
+    """target = the photo; ref = the photo displaced so that target(p) = ref(p + (dx, dy))."""
+    big = _photo(h, w)
+    target = big[..., 20:20 + h, 20:20 + w]
+    ref = shift(big, -dx, -dy)[..., 20:20 + h, 20:20 + w]     # shift(x, a, b)(p) = x(p + (a, b))
+    return target, ref
+
+
+@pytest.mark.parametrize("dx, dy", [(9.0, 0.0), (0.0, -7.0), (6.0, 6.0), (-5.0, 3.0)])
+def test_a_known_shift_gives_its_direction_and_span(dx, dy):
+    target, ref = _pair(dx, dy)
+    g = estimate_geometry(target, ref)
+    assert g is not None and g.matches >= 50
+    length = math.hypot(dx, dy)
+    assert g.direction[0] * dx / length + g.direction[1] * dy / length > 0.99      # direction, signed
+    # The ends are the 2nd and 98th percentiles of matches made at the working size (320 px → 256 px here),
+    # where SIFT places keypoints on a half-pixel grid: about 0.6 px here, two steps on a diagonal.
+    assert g.span[0] == pytest.approx(length, abs=1.5) and g.span[1] == pytest.approx(length, abs=1.5)
+    assert g.across < 1.5 and g.parallax == pytest.approx(length, abs=0.5)
+
+
+def test_an_lr_target_is_matched_against_the_reference_at_its_level_of_detail():
+    target, ref = _pair(12.0, -4.0)
+    g = estimate_geometry(downscale(target, 4).clamp(0, 1), ref)
+    assert g is not None
+    assert g.shift[0] == pytest.approx(12.0, abs=1.0) and g.shift[1] == pytest.approx(-4.0, abs=1.0)
+
+
+def test_stereo_motorcycle_against_its_disparity_map():
+    """The real rectified pair: horizontal direction, span within the map's 2nd–98th percentiles ± 3 px."""
+    left, right, disparity = skimage.data.stereo_motorcycle()
+    h, w = 496, 736
+    to_t = lambda a: torch.from_numpy(np.ascontiguousarray(a[:h, :w])).permute(2, 0, 1).float()[None] / 255  # noqa: E731
+    g = estimate_geometry(to_t(right), to_t(left))      # right(x) = left(x + d)
+    d = np.asarray(disparity[:h, :w], np.float64)
+    d = d[np.isfinite(d) & (d > 0)]
+    lo, hi = np.percentile(d, [2, 98])
+    assert g.direction[0] > 0.995 and g.across < 3
+    assert g.span[0] == pytest.approx(lo, abs=3) and g.span[1] == pytest.approx(hi, abs=3)
+
+
+def test_a_reference_of_another_scene_gives_no_estimate():
+    target = _pair(0, 0)[0]
+    other = torch.from_numpy(skimage.data.coffee()[:256, :320]).permute(2, 0, 1).float()[None] / 255
+    assert estimate_geometry(target, other) is None
+
+
+def test_crossmpi_sweeps_the_estimated_geometry_unless_it_is_given():
+    target, ref = _pair(10.0, 0.0, 128, 160)
+    lr = downscale(target, 4).clamp(0, 1)
+    torch.manual_seed(0)
+    method = Method.from_model(build_model("crossmpi", **spec("crossmpi").tiny), scale=4)
+    g = method.bind_pair(lr, ref)
+    assert g is not None and g.direction[0] > 0.99
+    baseline, planes = method.pair_options["baseline"], method.pair_options["disparities"]
+    assert baseline == pytest.approx(g.direction)
+    sweep = sweep_geometry(g)["disparity_range"]
+    assert float(planes.min()) == pytest.approx(sweep[0]) and float(planes.max()) == pytest.approx(sweep[1])
+    assert float(planes.min()) < 10.0 < float(planes.max())
+    sr, _ = method(lr, ref)
+    assert sr.shape == target.shape
+    # Given geometry (flags, a light field's known baseline) is used as it is: nothing is estimated.
+    method.forward_options = {"baseline": (1.0, 1.0)}
+    assert method.bind_pair(lr, ref) is None and method.pair_options == {}
+    # A single-image network reads no geometry.
+    mdsr = Method.from_model(build_model("mdsr", **spec("mdsr").tiny), scale=4)
+    assert mdsr.bind_pair(lr, ref) is None
+
+
+def test_infer_prints_and_records_the_estimated_geometry(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from refsr_cli.archs.checkpoint import save_checkpoint
+    from refsr_cli.cli import main
+    from refsr_cli.data.image_io import write_image
+
+    target, ref = _pair(10.0, 0.0, 128, 160)
+    write_image(tmp_path / "pairs" / "a_lr.png", downscale(target, 4).clamp(0, 1)[0])
+    write_image(tmp_path / "pairs" / "a_ref.png", ref[0])
+    torch.manual_seed(0)
+    weights = save_checkpoint(tmp_path / "cmpi.pt", build_model("crossmpi", **spec("crossmpi").tiny), 4)
+    args = ["infer", str(tmp_path / "pairs"), "--scale", "4", "--weights", str(weights), "--json"]
+    result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "sr")])
+    assert result.exit_code == 0, result.output
+    assert "geometry read from the pair: parallax along (+1.00" in result.output
+    line = json.loads([x for x in result.output.splitlines() if x.startswith("{")][0])
+    assert line["geometry"]["direction"][0] > 0.99 and line["geometry"]["span"][0] < 10.5 < line["geometry"]["span"][1] + 1.5
+    # Flags override the estimate: nothing is estimated or recorded.
+    result = CliRunner().invoke(main, [*args, "--baseline", "1", "0", "--out", str(tmp_path / "sr2")])
+    assert result.exit_code == 0 and "geometry" not in result.output
