@@ -52,7 +52,7 @@ class Source:
 
     label: str = ""        # shown in the report's ``data`` column
     ident: str = ""        # cache key part
-    kind: str = ""         # "lightfield" | "video" | "stereo" | "pairs"
+    kind: str = ""         # "lightfield" | "video" | "real" | "pairs"
     path: str | None = None
 
     def views(self) -> list:
