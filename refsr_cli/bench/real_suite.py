@@ -51,9 +51,13 @@ def _rgb(gray_or_rgb: np.ndarray) -> np.ndarray:
     return np.repeat(gray_or_rgb[:, :, None], 3, axis=2) if gray_or_rgb.ndim == 2 else gray_or_rgb[:, :, :3]
 
 
+def _crop_size(*images: np.ndarray) -> tuple[int, int]:
+    """The largest top-left crop of all ``images`` whose sides divide by :data:`MULTIPLE`."""
+    return (min(a.shape[0] for a in images) // MULTIPLE * MULTIPLE, min(a.shape[1] for a in images) // MULTIPLE * MULTIPLE)
+
+
 def _crop(ref: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    h = min(ref.shape[0], target.shape[0]) // MULTIPLE * MULTIPLE
-    w = min(ref.shape[1], target.shape[1]) // MULTIPLE * MULTIPLE
+    h, w = _crop_size(ref, target)
     return np.ascontiguousarray(ref[:h, :w]), np.ascontiguousarray(target[:h, :w])
 
 
@@ -69,8 +73,8 @@ def stereo_parallax() -> float:
     (``inf``, 0) excluded."""
     import skimage.data
 
-    left, _, disparity = skimage.data.stereo_motorcycle()
-    h, w = (n // MULTIPLE * MULTIPLE for n in left.shape[:2])
+    left, right, disparity = skimage.data.stereo_motorcycle()
+    h, w = _crop_size(left, right)
     d = np.asarray(disparity[:h, :w], dtype=np.float64)
     return float(d[np.isfinite(d) & (d > 0)].mean())
 

@@ -101,7 +101,6 @@ class Method:
         # A variant whose recipe turns geometry into forward options gets it estimated from each pair
         # (bind_pair) unless forward_options already say it.
         self.recipe = recipe
-        self.estimates_geometry = recipe is not None and recipe.pair_options is not None
         self.pair_options: dict = {}
         self.geometry = None
 
@@ -123,6 +122,11 @@ class Method:
         return cls(variant, scale, model, multiple, needs_ref, device, half, model=model, recipe=recipe)
 
     # -- running -----------------------------------------------------------------------------------
+    @property
+    def estimates_geometry(self) -> bool:
+        """True when the variant's recipe turns a pair's geometry into forward options."""
+        return self.recipe is not None and self.recipe.pair_options is not None
+
     def bind_pair(self, lr: torch.Tensor, ref: torch.Tensor | None):
         """Read the geometry of the pair ``(lr, ref)`` (whole images, before any tiling) for the calls that
         follow, when this method uses one and none was given (:mod:`refsr_cli.ops.geometry`).

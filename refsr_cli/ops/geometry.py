@@ -20,7 +20,6 @@ size: the cost is two SIFT passes on ≤ 256-px images, whatever the image size.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -127,7 +126,3 @@ def sweep_geometry(geometry: PairGeometry, margin: float = 0.1) -> dict:
     lo, hi = geometry.span
     pad = max(2.0, margin * (hi - lo))
     return {"baseline": geometry.direction, "disparity_range": (lo - pad, hi + pad)}
-
-
-def is_finite(geometry: PairGeometry | None) -> bool:
-    return geometry is not None and all(math.isfinite(x) for x in (*geometry.span, geometry.across, geometry.parallax))
