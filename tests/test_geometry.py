@@ -33,8 +33,8 @@ def test_a_known_shift_gives_its_direction_and_span(dx, dy):
     assert g is not None and g.matches >= 50
     length = math.hypot(dx, dy)
     assert g.direction[0] * dx / length + g.direction[1] * dy / length > 0.99      # direction, signed
-    # The ends are the 2nd and 98th percentiles of matches made at the working size (320 px → 256 px here),
-    # where SIFT places keypoints on a half-pixel grid: about 0.6 px here, two steps on a diagonal.
+    # The ends are the 2nd and 98th percentiles of displacements measured at the working size (320 px →
+    # 256 px here, so 1.25 px per working pixel): a few tenths of a working pixel of matching noise.
     assert g.span[0] == pytest.approx(length, abs=1.5) and g.span[1] == pytest.approx(length, abs=1.5)
     assert g.across < 1.5 and g.parallax == pytest.approx(length, abs=0.5)
 

@@ -23,7 +23,7 @@ from refsr_cli.data.image_io import write_image
 from refsr_cli.metrics import METRICS, finite_or_none
 
 CACHE_VERSION = 1
-ESTIMATOR = "ops.geometry-v1"   # bump when the parallax estimator changes what it reports
+ESTIMATOR = "ops.geometry-v2"   # bump when the parallax estimator changes what it reports
 QUICK = 0.5                     # seconds: calls shorter than this are timed a second time
 CROP = 128                      # side (HR pixels) of the side-by-side crops in the HTML page
 

@@ -10,8 +10,8 @@ Parallax is the mean displacement magnitude (HR pixels) between the LR view and 
 * built-in synthetic light fields: from the renderer's ground-truth disparity ``d`` of view (0,0):
   view (k,k) is displaced by ``d·k/7`` per axis, i.e. ``√2·d·k/7``;
 * the real suite's ``stereo_motorcycle``: the mean of its ground-truth disparity map over the crop;
-* anything else: *estimated* from SIFT matches between GT and Ref (the mean displacement of the consistent
-  matches); ``None`` when there are too few (a textureless pair).
+* anything else: *estimated* by block matching GT against Ref (the mean displacement at its trustworthy
+  pixels); ``None`` when there are too few (a textureless pair, another scene).
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from refsr_cli.errors import RefsrError
 from refsr_cli.ops.geometry import estimate_geometry
 
 DEFAULT_VIEWS = (1, 7)
-ESTIMATED = "estimated (SIFT matches, refsr_cli.ops.geometry)"
+ESTIMATED = "estimated (block matching, refsr_cli.ops.geometry)"
 
 
 def estimated_parallax(hr: torch.Tensor, ref: torch.Tensor) -> tuple[float | None, str]:

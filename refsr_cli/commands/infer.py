@@ -60,7 +60,7 @@ def _fmt_metrics(metrics: dict | None) -> str:
 @click.option("--baseline", nargs=2, type=float, default=None, metavar="BX BY",
               help="Cross-MPI: direction of the reference's parallax, e.g. (1 1) for light-field views "
                    "(k,k)→(0,0), (1 0) for a rectified pair with the reference on the left. Default: read "
-                   "from each pair (SIFT matches; printed and in the JSON line).")
+                   "from each pair (block matching; printed and in the JSON line).")
 @click.option("--disparity-range", nargs=2, type=float, default=None, metavar="LO HI",
               help="Cross-MPI: disparity span (output px along --baseline) of its planes. Default: read "
                    "from each pair, or 0 20 with --baseline alone.")

@@ -1,8 +1,8 @@
 """The geometry of a pair, read from the pair itself: which way and how far the reference is displaced.
 
-A pair's backward flow ``V`` (``target(p) = ref(p + V(p))``, docs/design.md §2) is sampled at SIFT matches
-between the target and the reference, outliers removed by a RANSAC fit of the fundamental matrix (every
-static-scene pair, rectified or not, obeys one), and summarised:
+A pair's backward flow ``V`` (``target(p) = ref(p + V(p))``, docs/design.md §2) is measured by dense
+coarse-to-fine block matching (:mod:`refsr_cli.ops.block_match`) at the pixels where it can be trusted
+(structured, well matched, confirmed by matching back), and summarised:
 
 * ``direction`` — the unit vector ``b`` along which the displacements lie (the principal axis of the
   second moments of ``V``, signed so that the mean displacement along it is positive): ``(1, 0)`` for a
@@ -13,10 +13,10 @@ static-scene pair, rectified or not, obeys one), and summarised:
   for a rectified pair, large for 2-D motion;
 * ``parallax`` — the mean ``|V|``, the figure ``refsr bench`` reports for pairs without ground truth.
 
-At inference the target is the LR itself. Both images are brought to a working size (long side ≤ 256 px);
-where that size holds more detail than the LR has, the reference is blurred down to the LR's level (the
-same degradation both ways), so that matching compares like with like. Everything runs at the working
-size: the cost is two SIFT passes on ≤ 256-px images, whatever the image size.
+At inference the target is the LR itself: the reference is brought down to the LR's size with the same
+antialiased bicubic that makes LR images, so both carry the same detail, and matched there (long side at
+most :data:`WORK_SIZE`; larger targets are reduced first). The cost is that of two matchings of
+≤ 256-px images (tens of milliseconds on two cores), whatever the image size.
 """
 from __future__ import annotations
 
@@ -25,11 +25,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from refsr_cli.ops.features import landmark_matches
+from refsr_cli.ops.block_match import luma, match_flow, reliable
 from refsr_cli.ops.resize import imresize
 
-WORK_SIZE = 256         # long side (px) at most that the pair is matched at (SIFT's cost grows with it)
-MIN_MATCHES = 12        # fewer consistent matches than this: no estimate
+WORK_SIZE = 256         # long side (px) at most that the pair is matched at (the matching's cost grows with it)
+MIN_MATCHES = 12        # fewer reliable samples than this: no estimate (textureless, or another scene)
 
 
 @dataclass(frozen=True)
@@ -52,47 +52,29 @@ class PairGeometry:
                 f"(±{self.across:.1f} px across), {self.matches} matches")
 
 
-def _inliers(p: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """Mask of the matches consistent with one fundamental matrix (all of them when too few to fit)."""
-    if len(p) < 16:
-        return np.ones(len(p), bool)
-    from skimage.measure import ransac
-    from skimage.transform import FundamentalMatrixTransform
-
-    try:
-        _, inliers = ransac((p, q), FundamentalMatrixTransform, min_samples=8, residual_threshold=1.0,
-                            max_trials=500, rng=0)
-    except (ValueError, np.linalg.LinAlgError):
-        return np.ones(len(p), bool)
-    if inliers is None or inliers.sum() < MIN_MATCHES:
-        return np.ones(len(p), bool)
-    return inliers
-
-
 def displacement_samples(target: torch.Tensor, ref: torch.Tensor) -> np.ndarray:
-    """Backward-flow samples ``V`` (``M×2`` float64, ``(dx, dy)`` in ``ref``'s pixels) at consistent SIFT
-    matches between ``target`` and ``ref`` (``[1×]3×…``).
+    """Backward-flow samples ``V`` (``M×2`` float64, ``(dx, dy)`` in ``ref``'s pixels) at the reliable pixels
+    of a dense block matching between ``target`` and ``ref`` (``[1×]3×…``), on a grid every other pixel.
 
-    ``target`` is the other view at ``ref``'s size (an HR) or smaller by an integer factor ``s`` (an LR:
-    then ``ref`` is blurred to the LR's level of detail wherever the working size keeps more than it).
+    ``target`` is the other view at ``ref``'s size (an HR) or smaller by an integer factor ``s`` (an LR).
+    Both are brought to the working size — the target's own size, its long side at most
+    :data:`WORK_SIZE` — with the antialiased bicubic that makes LR images, so both carry the same detail.
     """
-    target = (target[0] if target.dim() == 4 else target).float().cpu()
-    ref = (ref[0] if ref.dim() == 4 else ref).float().cpu()
+    target = luma((target[0] if target.dim() == 4 else target).float().cpu()[None])
+    ref = luma((ref[0] if ref.dim() == 4 else ref).float().cpu()[None])
     H, W = ref.shape[-2:]
-    s = H / target.shape[-2]
-    factor = min(1.0, WORK_SIZE / max(H, W))                  # working size relative to ref
-    size = (max(8, round(H * factor)), max(8, round(W * factor)))
-    ref_work = imresize(ref[None], size=size).clamp(0, 1) if factor < 1 else ref[None]
-    target_work = imresize(target[None], size=size).clamp(0, 1) if target.shape[-2:] != size else target[None]
-    detail = s * factor                 # > 1: the working size holds more detail than the LR has
-    if detail > 1.05:
-        small = (max(4, round(size[0] / detail)), max(4, round(size[1] / detail)))
-        ref_work = imresize(imresize(ref_work, size=small), size=size).clamp(0, 1)
-    p, q = landmark_matches(target_work, ref_work, ratio=0.75, max_matches=2000)
-    if len(p) == 0:
-        return np.zeros((0, 2))
-    keep = _inliers(p.astype(np.float64), q.astype(np.float64))
-    return (q[keep] - p[keep]).astype(np.float64) / factor
+    h, w = target.shape[-2:]
+    factor = min(1.0, WORK_SIZE / max(h, w))
+    size = (max(8, round(h * factor)), max(8, round(w * factor)))
+    target_work = imresize(target, size=size).clamp(0, 1) if size != (h, w) else target
+    ref_work = imresize(ref, size=size).clamp(0, 1)
+    # One batch of two matchings: target → ref, and ref → target for the round-trip check.
+    flows, costs = match_flow(torch.cat((target_work, ref_work)), torch.cat((ref_work, target_work)))
+    keep = reliable(target_work, ref_work, flows[:1], costs[:1], flows[1:])[0, 0]
+    keep[1::2, :] = False
+    keep[:, 1::2] = False
+    v = flows[0].permute(1, 2, 0)[keep].double().numpy()
+    return v * np.array([W / size[1], H / size[0]])
 
 
 def summarise(v: np.ndarray) -> PairGeometry | None:
