@@ -26,7 +26,8 @@ from refsr_cli.training.loop import read_log, train
 def measure(variant: str, store: Path, device: str, batch: int, iters: int, crop, scale: int, size: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         config = resolve_config(variant, scale=scale, iters=iters + 1, batch=batch, crop=list(crop),
-                                model_size=size, log_every=1, checkpoint_every=10**9, data=[str(store)])
+                                model_size=size, log_every=1, checkpoint_every=10**9, data=[str(store)],
+                                val_holdout=0)   # the steps are timed, not a validation pass
         config["milestones"] = []
         started = time.perf_counter()
         train(config, Path(tmp) / "run", device=device)

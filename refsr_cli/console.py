@@ -8,6 +8,7 @@ import sys
 from contextlib import contextmanager
 from typing import Iterable, Iterator, TypeVar
 
+import click
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
@@ -41,18 +42,34 @@ def warn(message: str) -> None:
     stderr.print(f"refsr: warning: {message}", markup=False, soft_wrap=True)
 
 
+def error(message: str) -> None:
+    """``refsr: error: …`` on stderr for one failed item of a run that goes on (shown even with --quiet)."""
+    stderr.print(f"refsr: error: {message}", markup=False, soft_wrap=True)
+
+
+def result(line: str) -> None:
+    """One line of a command's results on stdout. When stdout is the terminal the bars draw on, the line
+    goes through the bars' console, which prints it whole above a live bar instead of into it."""
+    if bars_enabled() and sys.stdout.isatty():
+        stderr.print(line, markup=False, highlight=False, soft_wrap=True)
+    else:
+        click.echo(line)
+
+
 @contextmanager
-def progress_bar(description: str, total: int | None) -> Iterator["_Bar"]:
+def progress_bar(description: str, total: int | None, transient: bool = False) -> Iterator["_Bar"]:
     """Context manager yielding an object with ``advance(n=1)`` and ``update(**fields)``.
 
-    A no-op when bars are disabled, so callers never branch on it.
+    ``total=None``: a pulsing bar for work of unknown length. ``transient``: the bar disappears when done
+    (for a preparatory phase whose bar would only clutter the screen afterwards). A no-op when bars are
+    disabled, so callers never branch on it.
     """
     if not bars_enabled():
         yield _Bar(None, None)
         return
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn()]
-    with Progress(*columns, console=stderr, transient=False) as prog:
+    with Progress(*columns, console=stderr, transient=transient) as prog:
         task = prog.add_task(description, total=total, info="")
         yield _Bar(prog, task)
 
@@ -70,11 +87,12 @@ class _Bar:
             self._prog.update(self._task, info=text)
 
 
-def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
+def track(items: Iterable[T], description: str, total: int | None = None,
+          transient: bool = False) -> Iterator[T]:
     """Iterate with a progress bar."""
     if total is None and hasattr(items, "__len__"):
         total = len(items)  # type: ignore[arg-type]
-    with progress_bar(description, total) as bar:
+    with progress_bar(description, total, transient) as bar:
         for item in items:
             yield item
             bar.advance()

@@ -192,3 +192,83 @@ def test_builtin_set(tmp_path, monkeypatch):
     name, lr, ref, hr = source.pairs(8, 7)[0]
     value, how = source.parallax(name, 7, hr, ref)
     assert how == "ground-truth disparity" and value == pytest.approx(math.sqrt(2) * disparity[name])
+
+
+# ------------------------------------------------------------------------------------------ misuse (issue 20)
+
+def _write_pairs(folder, store, scale=SCALE):
+    """The store's view-(1,1) pairs as NAME_lr/ref/hr.png files, plus a pair whose LR is 3×3 px."""
+    from refsr_cli.data.image_io import write_image
+    from refsr_cli.data.lightfield_dataset import iter_test_pairs
+
+    for name, lr, ref, hr in iter_test_pairs(store, scale, 1):
+        for role, image in (("lr", lr), ("ref", ref), ("hr", hr)):
+            write_image(folder / f"{name}_{role}.png", image)
+    torch.manual_seed(0)
+    write_image(folder / f"speck_lr.png", torch.rand(3, 3, 3))
+    for role in ("ref", "hr"):
+        write_image(folder / f"speck_{role}.png", torch.rand(3, 3 * scale, 3 * scale))
+    return folder
+
+
+def test_bench_that_computes_nothing_fails(setup, tmp_path):
+    root, store, _, _ = setup
+    pairs = _write_pairs(tmp_path / "pairs", store)
+    for scales in ("3", "8"):           # the pairs are ×4: no HR is 3× or 8× its LR
+        result = CliRunner().invoke(main, ["--quiet", "bench", "--pairs", str(pairs), "--methods", "bicubic",
+                                           "--scales", scales, "--out", str(tmp_path / "r"), "--jobs", "1"])
+        assert result.exit_code == 1, result.output
+        assert "refsr: error:" in result.output and "no result" in result.output
+        assert not (tmp_path / "r" / "report.json").exists()
+
+
+def test_bench_leaves_out_pairs_infer_refuses(setup, tmp_path):
+    root, store, _, _ = setup
+    pairs = _write_pairs(tmp_path / "pairs", store)
+    result = CliRunner().invoke(main, ["bench", "--pairs", str(pairs), "--methods", "bicubic", "--scales", "4",
+                                       "--out", str(tmp_path / "r"), "--jobs", "1"])
+    assert result.exit_code == 0, result.output
+    assert "speck" in result.output and "8 px" in result.output
+    rows = json.loads((tmp_path / "r" / "report.json").read_text())["results"]
+    assert [r["n"] for r in rows] == [2]
+
+
+@pytest.mark.parametrize("option", [["--scales", "0"], ["--scales", "1"], ["--methods", "foo"],
+                                    ["--views", "0"]])
+def test_bench_bad_option_values_are_usage_errors(setup, tmp_path, option):
+    root, store, _, _ = setup
+    result = CliRunner().invoke(main, ["bench", "--data", str(store), "--out", str(tmp_path / "r"), *option])
+    assert result.exit_code == 2, result.output
+    assert option[0] in result.output and "Traceback" not in result.output
+
+
+def test_bench_accepts_a_prepare_folder_as_train_does(setup, tmp_path):
+    root, store, _, _ = setup
+    folder = tmp_path / "prepared"
+    folder.mkdir()
+    shutil.copy(store, folder / "test.h5")
+    _bench(["--data", str(folder), "--methods", "bicubic", "--scales", "4", "--views", "1",
+            "--out", str(tmp_path / "r"), "--jobs", "1"])
+    rows = json.loads((tmp_path / "r" / "report.json").read_text())["results"]
+    assert rows and rows[0]["n"] == 2
+    result = CliRunner().invoke(main, ["bench", "--data", str(tmp_path), "--out", str(tmp_path / "r2")])
+    assert result.exit_code == 1 and "test.h5" in result.output
+
+
+def test_bench_corrupt_chunk_names_store_light_field_and_view_and_can_be_skipped(setup, tmp_path, corrupt_view):
+    root, store, _, _ = setup
+    bad = tmp_path / "bad.h5"
+    shutil.copy(store, bad)
+    corrupt_view(bad, 1, 1, 1)
+    args = ["bench", "--data", str(bad), "--methods", "bicubic", "--scales", "4", "--views", "1",
+            "--out", str(tmp_path / "r"), "--jobs", "1"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1, result.output
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith("refsr: error:") and str(bad) in line
+    assert "lf1" in line and "view (1, 1)" in line and "--skip-bad" in line
+    result = CliRunner().invoke(main, args + ["--skip-bad"])
+    assert result.exit_code == 0, result.output
+    assert "1 unreadable" in result.output
+    rows = json.loads((tmp_path / "r" / "report.json").read_text())["results"]
+    assert [r["n"] for r in rows] == [1]

@@ -298,3 +298,65 @@ def test_prepare_synthetic_end_to_end(tmp_path):
     assert not np.array_equal(train.views(0), train.views(1))
     with h5py.File(out / "test.h5") as h5:
         assert h5["views"].shape == (1, 8, 8, 16, 24, 3)
+
+
+# ------------------------------------------------------------------------------------------ misuse (issue 20)
+
+def test_failed_prepare_does_not_block_the_corrected_command(tmp_path):
+    out = tmp_path / "syn"
+    args = ["prepare", "synthetic", "--out", out, "--count", 2, "--test-count", 1, "--size", 16, 24, "--jobs", 1]
+    result = run_cli(*args, "--max-disparity", 100)       # more than the renderer allows at width 24
+    assert result.exit_code == 1 and "max_disparity" in result.output
+    assert not out.exists() or not list(out.iterdir()), "the failed run left files behind"
+    result = run_cli(*args, "--max-disparity", 4)
+    assert result.exit_code == 0, result.output
+    make_flower(tmp_path / "src", 3)
+    flower = ["prepare", "flower", tmp_path / "src", "--out", tmp_path / "f", "--test-count", 1, "--jobs", 1]
+    result = run_cli(*flower, "--crop", 64, 64)            # larger than the 10×14 views
+    assert result.exit_code == 1 and "smaller than the crop" in result.output
+    result = run_cli(*flower, "--crop", *CROP)
+    assert result.exit_code == 0, result.output
+    assert not list((tmp_path / "f").glob(".*"))
+
+
+def test_partial_run_with_finished_parts_is_still_kept(tmp_path):
+    """Only a partial folder without a finished light field is replaced: finished work is never dropped."""
+    make_flower(tmp_path / "src", 3)
+    out = tmp_path / "f"
+    with pytest.raises(KeyboardInterrupt):
+        prepare.prepare_light_fields("flower", tmp_path / "src", out, crop=CROP, test_count=1, jobs=1,
+                                     progress=Interrupt(1))
+    with pytest.raises(RefsrError, match="different arguments"):
+        prepare.prepare_light_fields("flower", tmp_path / "src", out, crop=CROP, test_count=1, seed=4, jobs=1)
+
+
+@pytest.mark.parametrize("args", [["flower"], ["lfvideo"], ["video"], ["synthetic", "--test-count", "0"],
+                                  ["flower", "src", "--test-count", "0"], ["synthetic", "extra"],
+                                  ["synthetic", "--crop", "8", "8", "--no-crop"], ["flower", "src", "--gap", "2"],
+                                  ["synthetic", "--max-disparity", "0"]])
+def test_usage_errors_exit_2(tmp_path, args):
+    (tmp_path / "src").mkdir()
+    result = CliRunner().invoke(main, ["--quiet", "prepare", *[str(tmp_path / a) if a == "src" else a for a in args],
+                                       "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and not (tmp_path / "out").exists()
+
+
+def test_help_of_test_count_says_what_is_accepted():
+    result = run_cli("prepare", "--help")
+    text = " ".join(result.output.split())
+    option = text.split("--test-count INTEGER RANGE", 1)[1].split("--split-file FILE", 1)[0]
+    assert "at least 1" in option and "[x>=1]" in option
+
+
+@pytest.mark.parametrize("kind", [["flower", "src", "--test-count", "1", "--crop", "8", "12"],
+                                  ["synthetic", "--count", "1", "--test-count", "1", "--size", "16", "16"],
+                                  ["video", "src"]])
+def test_out_under_a_regular_file_is_a_clean_error(tmp_path, kind):
+    make_flower(tmp_path / "src", 2)
+    (tmp_path / "file").write_text("not a folder")
+    result = run_cli("prepare", *[tmp_path / a if a == "src" else a for a in kind], "--out", tmp_path / "file" / "out",
+                     "--jobs", 1)
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("refsr: error:") and str(tmp_path / "file") in result.output
+    assert "Traceback" not in result.output

@@ -282,7 +282,7 @@ def test_plateau_without_validation_is_a_clean_error(tiny_lf_store, tmp_path):
     recipe = tmp_path / "plateau.toml"
     recipe.write_text("[plateau]\npatience = 2\n")
     result = CliRunner().invoke(main, _train_args(tiny_lf_store, tmp_path / "run", "mdsr", 2,
-                                                  ["--config", str(recipe)]))
+                                                  ["--config", str(recipe), "--val-holdout", "0"]))
     assert result.exit_code != 0 and "give --val" in result.output and "Traceback" not in result.output
 
 
@@ -297,3 +297,157 @@ def test_landmarks_are_computed_when_only_a_stage_uses_them(tiny_lf_store):
     assert training_dataset(config).landmarks is not None
     config["stages"] = []
     assert training_dataset(config).landmarks is None
+
+
+# ------------------------------------------------------------------------------------------ misuse (issue 20)
+
+def _constant_store(path, values, size=(32, 32)):
+    """A light-field store whose light field ``i`` is the constant grey ``values[i]``: a sample tells its source."""
+    import numpy as np
+
+    from refsr_cli.data.store import assemble_store, write_part
+
+    parts = []
+    for i, value in enumerate(values):
+        part = path.parent / f"{path.stem}-{i}.part.h5"
+        write_part(part, np.full((8, 8, *size, 3), value, np.uint8), f"grey{value}")
+        parts.append((f"grey{value}", part))
+    return assemble_store(path, parts, {"source": "test"})
+
+
+def test_training_holds_validation_items_out_of_its_samples(tmp_path):
+    from refsr_cli.data.training_samples import open_training_data
+
+    store = _constant_store(tmp_path / "grey.h5", [20, 60, 100, 140, 180, 220, 240, 250, 10, 30])
+    data = open_training_data([str(store)], scale=4, crop=(16, 16), views="random", ref_view=(0, 0),
+                              parallax_shift=0, flips=False, seed=0, holdout=2)
+    assert len(data.held_out[0]) == 2
+    held = {round(float(data.sources[0].evaluation_pair(i)[3].mean()) * 255) for i in data.held_out[0]}
+    seen = {round(float(data[g]["hr"].mean()) * 255) for g in range(300)}
+    assert seen and held and not seen & held
+    assert len(seen) == 8
+
+
+def test_chained_train_validates_on_training_data_held_out_not_on_the_test_store(tmp_path):
+    from refsr_cli.data.store import open_store
+    from refsr_cli.data.lightfield_dataset import iter_test_pairs
+    from refsr_cli.metrics import psnr
+
+    data, run = tmp_path / "data", tmp_path / "run"
+    result = CliRunner().invoke(main, [
+        "--quiet", "prepare", "synthetic", "--out", str(data), "--count", "3", "--test-count", "1",
+        "--size", "64", "96", "--max-disparity", "4", "--jobs", "1",
+        "train", "--variant", "mdsr", "--model-size", "tiny", "--iters", "2", "--crop", "32", "32",
+        "--batch", "1", "--scale", "4", "--out", str(run), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    validation = json.loads((run / "config.json").read_text())["validation"]
+    assert validation["kind"] == "holdout"
+    (store, names), = validation["items"].items()
+    train_names, test_names = open_store(data / "train.h5").names, open_store(data / "test.h5").names
+    assert Path(store) == (data / "train.h5").resolve() and len(names) == 1
+    assert names[0] in train_names and names[0] not in test_names
+    # The logged validation PSNR is the held-out light field's, not the test store's.
+    model, _ = load_model(run / "best.pt")
+    logged = [r["val_psnr"] for r in (json.loads(line) for line in (run / "log.jsonl").read_text().splitlines())
+              if "val_psnr" in r]
+    index = train_names.index(names[0])
+    with torch.no_grad():
+        _, lr, ref, hr = list(iter_test_pairs(data / "train.h5", 4, 1))[index]
+        sr, _ = model(lr[None], ref[None], 4)
+    assert logged and max(logged) == pytest.approx(psnr(sr[0].clamp(0, 1), hr), abs=1e-4)
+
+
+def test_explicit_val_store_is_recorded(tiny_lf_store, tmp_path):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, _train_args(tiny_lf_store, out, "mdsr", 1,
+                                                  ["--val", str(tiny_lf_store / "test.h5")]))
+    assert result.exit_code == 0, result.output
+    validation = json.loads((out / "config.json").read_text())["validation"]
+    assert validation["kind"] == "store" and Path(validation["store"]["path"]) == (tiny_lf_store / "test.h5").resolve()
+
+
+@pytest.mark.parametrize("option", [["--batch", "0"], ["--checkpoint-every", "0"], ["--val-every", "0"],
+                                    ["--iters", "-1"], ["--iters", "0"]])
+def test_numbers_out_of_range_are_usage_errors(tiny_lf_store, tmp_path, option):
+    args = _train_args(tiny_lf_store, tmp_path / "run", "mdsr", 1)
+    name = option[0]
+    if name in args:
+        args[args.index(name) + 1] = option[1]
+    else:
+        args += option
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert name in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_out_under_a_regular_file_is_a_clean_error(tiny_lf_store, tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    result = CliRunner().invoke(main, _train_args(tiny_lf_store, tmp_path / "file" / "run", "mdsr", 1))
+    assert result.exit_code == 1, result.output
+    assert "file" in result.output and result.output.startswith("refsr: error:")
+    assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_resume_with_other_data_or_schedule_is_refused(tiny_lf_store, tmp_path):
+    from refsr_cli.prepare.pipeline import prepare_synthetic
+
+    runner = CliRunner()
+    out = tmp_path / "run"
+    assert runner.invoke(main, _train_args(tiny_lf_store, out, "mdsr", 2)).exit_code == 0
+    config = (out / "config.json").read_text()
+    other = tmp_path / "other"
+    prepare_synthetic(other, count=3, test_count=1, seed=5, height=64, width=96, max_disparity=4.0, jobs=1)
+    for changed, what in ((_train_args(other, out, "mdsr", 2), "stores differ"),
+                          (_train_args(tiny_lf_store, out, "mdsr", 2, ["--lr", "1e-3"]), "lr differs"),
+                          (_train_args(tiny_lf_store, out, "mdsr", 6), "iters differs")):
+        result = runner.invoke(main, changed)
+        assert result.exit_code == 1, result.output
+        assert "cannot resume" in result.output and what in result.output and "Traceback" not in result.output
+        assert (out / "config.json").read_text() == config, "config.json of the run was overwritten"
+    # The same run, its store spelled another way (the file instead of the prepare folder): accepted.
+    result = runner.invoke(main, _train_args(tiny_lf_store / "train.h5", out, "mdsr", 2))
+    assert result.exit_code == 0, result.output
+    assert (out / "config.json").read_text() == config
+
+
+def test_resume_removes_temporaries_and_does_not_repeat_log_rows(tiny_lf_store, tmp_path):
+    runner = CliRunner()
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert runner.invoke(main, _train_args(tiny_lf_store, straight, "mdsr", 4, ["--checkpoint-every", "2"]
+                                           )).exit_code == 0
+    from refsr_cli.training.config import resolve_config
+    from refsr_cli.training.loop import train
+
+    config = resolve_config("mdsr", scale=4, iters=4, model_size="tiny", crop=[32, 32], batch=1,
+                            checkpoint_every=2, log_every=1, data=[str(tiny_lf_store)])
+    train(config, split, device="cpu", max_iters_this_call=2)
+    # What a kill -9 during iteration 3's checkpoint leaves: a half-written state and log rows past it.
+    (split / ".last.k1ll3d.pt.tmp").write_bytes(b"half a training state")
+    (split / ".model.x0x0x0.pt.tmp").write_bytes(b"half a checkpoint")
+    with open(split / "log.jsonl", "a") as fh:
+        fh.write(json.dumps({"iter": 3, "loss": 1.0}) + "\n" + '{"iter": 4, "lo')
+    train(config, split, device="cpu")
+    assert not list(split.glob(".*.tmp")) and not list(straight.glob(".*.tmp"))
+    iters = [r["iter"] for r in (json.loads(line) for line in (split / "log.jsonl").read_text().splitlines())
+             if "loss" in r]
+    assert iters == [1, 2, 3, 4]
+
+
+def test_corrupt_chunk_names_store_light_field_and_view_and_can_be_skipped(tiny_lf_store, tmp_path, corrupt_view):
+    import shutil
+
+    store = tmp_path / "train.h5"
+    shutil.copy(tiny_lf_store / "train.h5", store)
+    corrupt_view(store, 0, 0, 0)
+    corrupt_view(store, 1, 0, 0)
+    args = _train_args(store, tmp_path / "run", "mdsr", 3, ["--val-holdout", "0"])
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1, result.output
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith("refsr: error:") and str(store) in line and "view (0, 0)" in line
+    assert "synthetic-train-0000" in line and "--skip-bad" in line
+    result = CliRunner().invoke(main, args[1:] + ["--skip-bad"])     # not --quiet: the notice shows
+    assert result.exit_code == 0, result.output
+    assert "unreadable" in result.output and "skipped" in result.output
+    assert read_checkpoint(tmp_path / "run" / "model.pt")["meta"]["iterations"] == 3

@@ -168,7 +168,7 @@ def test_the_flow_loss_trains_exactly_the_flow_network_that_points_at_ref(dispar
                       "[loss]\nflow = 1.0\ncharbonnier = 0.0\nwarping = 0.0\nlandmark = 0.0\nl1 = 0.0\nccnet = 0.0\n")
     args = ["--quiet", "train", "--variant", variant, "--data", str(disparity_store), "--out", str(out),
             "--iters", "4", "--model-size", "tiny", "--crop", "64", "64", "--batch", "2", "--scale", "4",
-            "--device", "cpu", "--config", str(config), "--seed", "0"]
+            "--device", "cpu", "--config", str(config), "--seed", "0", "--val-holdout", "0"]  # both light fields
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]

@@ -22,6 +22,9 @@ class RefSRModel(nn.Module):
     """
 
     config: dict
+    # True when some layers serve one scale only (MDSR's per-scale heads and upsamplers): a checkpoint then
+    # runs only at the scale it was trained for (archs/checkpoint.load_model refuses the others).
+    scale_specific = False
 
     def forward(self, lr: torch.Tensor, ref: torch.Tensor, scale: int):  # pragma: no cover - abstract
         raise NotImplementedError

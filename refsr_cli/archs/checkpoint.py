@@ -69,12 +69,25 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     return payload
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuild the network a checkpoint describes; returns ``(model in eval mode, checkpoint dict)``."""
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu",
+               scale: int | None = None) -> tuple[nn.Module, dict]:
+    """Rebuild the network a checkpoint describes; returns ``(model in eval mode, checkpoint dict)``.
+
+    With ``scale``, a network with per-scale layers (``scale_specific``, e.g. MDSR's heads and
+    upsamplers) is refused at a scale it was not trained for: those layers were never trained there and
+    give noise. Other networks run at any scale their variant supports (the caller may warn).
+    """
     from refsr_cli.archs import build_model
 
     payload = read_checkpoint(path)
     model = build_model(payload["variant"], **payload["config"])
+    trained = payload.get("scale")
+    other_scale = scale is not None and trained is not None and int(trained) != int(scale)
+    if other_scale and getattr(model, "scale_specific", False):
+        variant = payload["variant"]
+        raise RefsrError(f"{path}: this {variant} checkpoint was trained for ×{trained} only; its ×{scale} "
+                         f"layers were never trained — use --scale {trained}, or weights trained for "
+                         f"×{scale} (refsr train --variant {variant} --scale {scale})")
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in payload["state_dict"].items()}
     try:
         model.load_state_dict(state)
@@ -82,6 +95,22 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
         raise RefsrError(f"{path}: weights do not fit variant {payload['variant']!r}: "
                          f"{str(exc).splitlines()[0]}") from None
     return model.to(device).eval(), payload
+
+
+def model_digest(model: nn.Module) -> str:
+    """SHA-256 (12 hex digits) of a network's variant, configuration and weights: what decides its output,
+    wherever the file holding it lies."""
+    import hashlib
+    import json
+
+    model = _unwrap(model)
+    h = hashlib.sha256(json.dumps([getattr(model, "variant", type(model).__name__),
+                                   getattr(model, "config", {})], sort_keys=True, default=str).encode())
+    for key, value in sorted(model.state_dict().items()):
+        h.update(key.encode())
+        h.update(value.detach().to("cpu", torch.float32 if value.is_floating_point() else value.dtype)
+                 .contiguous().numpy().tobytes())
+    return h.hexdigest()[:12]
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

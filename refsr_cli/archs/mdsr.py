@@ -41,6 +41,8 @@ class MDSR(RefSRModel):
     Forward: ``lr`` ``N×3×h×w`` → ``sr`` ``N×3×(s·h)×(s·w)``, ``aux = {}``; ``ref`` is ignored.
     """
 
+    scale_specific = True   # a checkpoint trains the pre-process and upsampler of its own scale only
+
     def __init__(self, n_resblocks: int = 80, features: int = 64, scales=(2, 3, 4, 8)):
         super().__init__()
         scales = [int(s) for s in scales]

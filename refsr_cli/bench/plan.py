@@ -74,6 +74,23 @@ def _checkpoint_info(path: Path) -> dict:
     return {"variant": payload.get("variant"), "scale": int(payload.get("scale") or 0)}
 
 
+def known_methods(labels: Iterable[str] = ()) -> list[str]:
+    """Every method name the bench knows: the baselines, the variants, then the extra ``--weights`` labels."""
+    from refsr_cli.archs import variants
+    from refsr_cli.inference.methods import baselines
+
+    known = [b for b in BASELINE_ORDER if b in baselines()] + [b for b in baselines() if b not in BASELINE_ORDER]
+    known += variants()
+    return known + [label for label in labels if label not in known]
+
+
+def unknown_methods(methods: Iterable[str], labels: Iterable[str] = ()) -> str | None:
+    """``"unknown method(s) … (known: …)"`` when a name of ``methods`` is not a method; ``None`` otherwise."""
+    known = known_methods(labels)
+    unknown = [m for m in dict.fromkeys(m.strip() for m in methods if m.strip()) if m not in known]
+    return f"unknown method(s) {', '.join(unknown)} (known: {', '.join(known)})" if unknown else None
+
+
 def plan_methods(methods: Iterable[str] | None, weights: dict[str, str | os.PathLike] | None,
                  scales: Iterable[int], baseline_options: dict | None = None) -> dict[int, list[MethodPlan]]:
     """Which method runs at which scale, with which weights.
@@ -109,10 +126,9 @@ def plan_methods(methods: Iterable[str] | None, weights: dict[str, str | os.Path
     explicit = methods is not None
     if explicit:
         names = list(dict.fromkeys(m.strip() for m in methods if m.strip()))
-        unknown = [m for m in names if m not in known_variants and m not in known_baselines and m not in given]
-        if unknown:
-            raise RefsrError(f"unknown method(s) {', '.join(unknown)} (known: "
-                             f"{', '.join(known_baselines + known_variants + [g for g in given if g not in known_variants])})")
+        problem = unknown_methods(names, given)
+        if problem:
+            raise RefsrError(problem)
     else:
         names = known_baselines + [v for v in known_variants
                                    if v in given or any(shipped_weights(v, s) for s in scales)]

@@ -23,6 +23,7 @@ from refsr_cli.bench.cache import CACHE_VERSION, compute_unit, pair_info, valid_
 from refsr_cli.bench.plan import load_plan_method, plan_methods
 from refsr_cli.bench.sources import DEFAULT_VIEWS, PairsSource, Source, StoreSource, builtin_sources, safe_name
 from refsr_cli.errors import RefsrError
+from refsr_cli.inference.pipeline import MIN_LR_SIDE
 
 
 @dataclass
@@ -42,12 +43,13 @@ def run_bench(data: str | os.PathLike | None = None, pairs: str | os.PathLike | 
               weights: dict[str, str | os.PathLike] | None = None, jobs: int | None = None,
               device: str | None = "auto", builtin_count: int | None = None,
               builtin_size: tuple[int, int] | None = None, baseline_options: dict | None = None,
-              command: str | None = None, suite: str = "all") -> dict:
+              command: str | None = None, suite: str = "all", skip_bad: bool = False) -> dict:
     """Benchmark ``methods`` on a test set and write ``report.json``, ``report.md``, ``report.html``.
 
     Args:
-        data: an HDF5 store (light field or video); ``pairs``: a folder/CSV of LR/Ref/HR pairs. Neither:
-            the built-in sets chosen by ``suite``.
+        data: an HDF5 store (light field or video) or a ``prepare`` folder (its ``test.h5``); ``pairs``: a
+            folder/CSV of LR/Ref/HR pairs. Neither: the built-in sets chosen by ``suite``. Pairs ``infer``
+            refuses (an LR under :data:`MIN_LR_SIDE` px) are left out with a warning.
         methods: method names (variants, baselines, ``weights`` labels); ``None``: everything available.
         scales, views: upscaling factors; light-field views ``k`` (LR = view (k,k), Ref = (0,0)) or video
             frame gaps. ``views=None``: 1 and 7, or every gap of a video store.
@@ -58,8 +60,11 @@ def run_bench(data: str | os.PathLike | None = None, pairs: str | os.PathLike | 
         builtin_count, builtin_size: size of the built-in synthetic set (default 8 × 320×512).
         suite: without ``data``/``pairs``, which built-in sets run: ``all`` (the synthetic light fields and
             the real pairs of :mod:`refsr_cli.bench.real_suite`), ``synthetic`` or ``real``.
+        skip_bad: leave out store pairs whose data cannot be read (else :class:`UnreadableData`).
     Returns:
         the report dict (as written to ``report.json``).
+    Raises:
+        RefsrError: when no result could be computed (no pair fits any scale): an empty report is no report.
     """
     from refsr_cli.bench.builtin_data import DEFAULT_COUNT, DEFAULT_SIZE
     from refsr_cli.inference.methods import resolve_device
@@ -86,7 +91,7 @@ def run_bench(data: str | os.PathLike | None = None, pairs: str | os.PathLike | 
     if not any(plans.values()):
         raise RefsrError("no method to benchmark")
     if data is not None:
-        sources: list[Source] = [StoreSource(data, views)]
+        sources: list[Source] = [StoreSource(_test_store(data), views)]
     elif pairs is not None:
         sources = [PairsSource(pairs)]
     else:
@@ -96,11 +101,15 @@ def run_bench(data: str | os.PathLike | None = None, pairs: str | os.PathLike | 
     counters = _Counters()
     records: list[dict] = []
     pair_infos: list[dict] = []
+    skipped: list[str] = []
     for scale in scales:
         loaded: dict[str, object] = {}            # networks loaded once per scale, only when needed
         for source in sources:
             for view in source.views():
-                items = source.pairs(scale, view)
+                # Reading a folder of large pairs takes a while: show that something happens.
+                with console.progress_bar(f"×{scale} {source.label} {source.view_label(view)}: reading",
+                                          None, transient=True):
+                    items = _usable(source.pairs(scale, view, skipped if skip_bad else None), source, view, scale)
                 if not items:
                     console.warn(f"{source.label} {source.view_label(view)} ×{scale}: no test pairs")
                     continue
@@ -109,17 +118,46 @@ def run_bench(data: str | os.PathLike | None = None, pairs: str | os.PathLike | 
                 records += group_records
                 pair_infos += group_pairs
         loaded.clear()
+    if skipped:     # one line per unreadable pair, however many scales met it
+        for message in dict.fromkeys(skipped):
+            console.warn(f"skipped: {message}")
+        console.warn(f"{len(set(skipped))} unreadable test pair(s) skipped (--skip-bad)")
+    if not records:
+        raise RefsrError(f"no result: no test pair fits ×{', ×'.join(map(str, scales))} (see the warnings above); "
+                         f"nothing was written to {out / 'report.json'}")
 
     report = build_report(records, pair_infos, plans, sources, scales, dev, jobs, counters, command)
     write_reports(report, out)
     return report
 
 
+def _test_store(data: str | os.PathLike) -> Path:
+    """A ``prepare`` output folder means its ``test.h5`` (as ``train --data`` takes its ``train.h5``)."""
+    data = Path(data)
+    if not data.is_dir():
+        return data
+    if not (data / "test.h5").is_file():
+        raise RefsrError(f"{data}: no test.h5 in this folder (give a store, or a `refsr prepare` output folder)")
+    return data / "test.h5"
+
+
+def _usable(items: list, source: Source, view, scale: int) -> list:
+    """The pairs ``infer`` would take: an LR of at least :data:`MIN_LR_SIDE` px a side (a smaller one has too
+    little to super-resolve, and its score would only add noise to the means)."""
+    small = [name for name, lr, _, _ in items if min(lr.shape[-2:]) < MIN_LR_SIDE]
+    if small:
+        console.warn(f"{source.label} {source.view_label(view)} ×{scale}: {len(small)} pair(s) with an LR under "
+                     f"{MIN_LR_SIDE} px a side left out ({', '.join(small[:5])}{' …' if len(small) > 5 else ''})")
+    return [item for item in items if item[0] not in small]
+
+
 def _run_group(plans, scale, source, view, items, cache, dev, jobs, loaded, counters):
     """All units of one (scale, data, view) group: cached ones read, the rest computed."""
     view_key = safe_name(view)
     infos = []
-    for index, (name, lr, ref, hr) in enumerate(items):
+    # Estimating parallax (ops.geometry on full-size pairs) takes seconds per pair the first time; cached after.
+    described = console.track(items, f"×{scale} {source.label} {source.view_label(view)}: parallax", transient=True)
+    for index, (name, lr, ref, hr) in enumerate(described):
         info = pair_info(cache, source, scale, view, name, lr, ref, hr, showcase=index == 0)
         info.update(view_label=source.view_label(view))
         infos.append(info)

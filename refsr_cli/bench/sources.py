@@ -61,7 +61,10 @@ class Source:
     def view_label(self, view) -> str:
         return str(view)
 
-    def pairs(self, scale: int, view) -> list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    def pairs(self, scale: int, view, skipped: list[str] | None = None
+              ) -> list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """The test pairs ``(name, lr, ref, hr)`` of ``view`` at ``scale``. With a ``skipped`` list, pairs
+        that cannot be read (a damaged store) are left out and named in it instead of failing the run."""
         raise NotImplementedError
 
     def parallax(self, name: str, view, hr: torch.Tensor, ref: torch.Tensor) -> tuple[float | None, str]:
@@ -118,11 +121,10 @@ class StoreSource(Source):
     def view_label(self, view) -> str:
         return f"gap {view}" if self.kind == "video" else f"({view},{view})"
 
-    def pairs(self, scale: int, view):
+    def pairs(self, scale: int, view, skipped=None):
+        read = iter_video_test_pairs if self.kind == "video" else iter_test_pairs
         try:
-            if self.kind == "video":
-                return list(iter_video_test_pairs(self.path, scale, int(view)))
-            return list(iter_test_pairs(self.path, scale, int(view)))
+            return list(read(self.path, scale, int(view), skipped=skipped))
         except (ValueError, IndexError) as exc:
             raise RefsrError(f"{self.path}: {exc}") from None
 
@@ -158,7 +160,7 @@ class RealSuiteSource(Source):
     def views(self) -> list:
         return [case.name for case in self.cases]
 
-    def pairs(self, scale, view):
+    def pairs(self, scale, view, skipped=None):
         from refsr_cli.bench.real_suite import case_pair
 
         return [case_pair(self.by_name[view], scale)]
@@ -203,7 +205,7 @@ class PairsSource(Source):
     def views(self) -> list:
         return ["pairs"]
 
-    def pairs(self, scale, view):
+    def pairs(self, scale, view, skipped=None):
         from refsr_cli.data.image_io import read_image
 
         out, wrong = [], []

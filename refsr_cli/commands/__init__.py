@@ -17,7 +17,7 @@ class Pipeline:
 
     store_dir: Path | None = None     # folder holding train.h5 / test.h5 (prepare)
     train_store: Path | None = None   # prepare → train
-    test_store: Path | None = None    # prepare → bench / train --val
+    test_store: Path | None = None    # prepare → bench (never train's validation: bench reports on it)
     checkpoint: Path | None = None    # train → infer / bench
     outputs: Path | None = None       # infer → metrics
     extra: dict = field(default_factory=dict)

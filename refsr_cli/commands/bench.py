@@ -9,16 +9,19 @@ import click
 
 from refsr_cli import console
 from refsr_cli.commands import pipeline
+from refsr_cli.data.store import UnreadableData
 from refsr_cli.errors import RefsrError
 
 
-def _int_list(text: str, what: str) -> list[int]:
+def _int_list(text: str, what: str, least: int) -> list[int]:
     try:
         values = [int(v) for v in text.replace(" ", "").split(",") if v]
     except ValueError:
         raise click.BadParameter(f"{text!r} is not a comma-separated list of integers", param_hint=what) from None
     if not values:
         raise click.BadParameter("empty list", param_hint=what)
+    if any(v < least for v in values):
+        raise click.BadParameter(f"{text!r}: every value must be at least {least}", param_hint=what)
     return values
 
 
@@ -48,8 +51,9 @@ def _command_line() -> str | None:
 
 @click.command("bench")
 @click.option("--data", type=click.Path(path_type=Path), default=None,
-              help="Test store (.h5: light field, or video — views are then frame gaps). Default: the test "
-                   "store of a chained `prepare`, else the built-in test set.")
+              help="Test store (.h5: light field, or video — views are then frame gaps), or a `prepare` output "
+                   "folder (its test.h5). Default: the test store of a chained `prepare`, else the built-in "
+                   "test set.")
 @click.option("--pairs", type=click.Path(path_type=Path), default=None,
               help="Folder or CSV of LR/Ref/HR pairs (as `refsr infer` reads them; pairs without HR skipped).")
 @click.option("--methods", default=None,
@@ -73,7 +77,9 @@ def _command_line() -> str | None:
 @click.option("--suite", type=click.Choice(["all", "synthetic", "real"]), default="all", show_default=True,
               help="Built-in sets to run without --data/--pairs: the synthetic light fields, the real pairs "
                    "(stereo, Middlebury flow frames, video frames; docs/real-suite.md), or both.")
-def command(data, pairs, methods, scales, views, out, weights, jobs, device, builtin_count, suite):
+@click.option("--skip-bad", is_flag=True, help="Leave out test pairs whose store data cannot be read (a damaged "
+                                              "file), with a warning each, instead of stopping.")
+def command(data, pairs, methods, scales, views, out, weights, jobs, device, builtin_count, suite, skip_bad):
     """Benchmark networks against bicubic and PatchMatch: PSNR, SSIM, IFC, time, parallax.
 
     For each method × scale × view: mean ± standard deviation of PSNR/SSIM/IFC, median seconds per
@@ -100,12 +106,16 @@ def command(data, pairs, methods, scales, views, out, weights, jobs, device, bui
     """
     from refsr_cli.bench.run import run_bench
     from refsr_cli.archs.checkpoint import read_checkpoint
+    from refsr_cli.bench.plan import unknown_methods
     from refsr_cli.bench.report import rich_table
 
     state = pipeline()
     given = _weights(weights)
     method_list = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
-    scale_list = _int_list(scales, "--scales") if scales else None
+    if method_list is not None and unknown_methods(method_list, given):
+        raise click.BadParameter(unknown_methods(method_list, given), param_hint="--methods")
+    scale_list = _int_list(scales, "--scales", 2) if scales else None
+    view_list = _int_list(views, "--views", 1) if views else None
     # Chained after `train`: bench the checkpoint it produced (its variant, its scale) against the baselines.
     if state.checkpoint is not None:
         payload = read_checkpoint(state.checkpoint)
@@ -122,10 +132,12 @@ def command(data, pairs, methods, scales, views, out, weights, jobs, device, bui
         raise RefsrError(f"{data}: no such store")
     if pairs is not None and not Path(pairs).exists():
         raise RefsrError(f"{pairs}: no such folder or CSV file")
-    report = run_bench(data=data, pairs=pairs, methods=method_list, scales=scale_list or [4, 8],
-                       views=_int_list(views, "--views") if views else None, out=out, weights=given, jobs=jobs, device=device,
-                       builtin_count=builtin_count, suite=suite,
-                       command=_command_line())
+    try:
+        report = run_bench(data=data, pairs=pairs, methods=method_list, scales=scale_list or [4, 8],
+                           views=view_list, out=out, weights=given, jobs=jobs, device=device,
+                           builtin_count=builtin_count, suite=suite, command=_command_line(), skip_bad=skip_bad)
+    except UnreadableData as exc:
+        raise RefsrError(f"{exc}; --skip-bad leaves such pairs out") from None
     from rich.console import Console
 
     # A pipe gets the whole table rather than rich's 80-column default.

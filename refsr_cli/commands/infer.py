@@ -48,7 +48,9 @@ def _fmt_metrics(metrics: dict | None) -> str:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--half", is_flag=True, help="float16 autocast (GPU only).")
 @click.option("--bf16", is_flag=True, help="bfloat16 autocast (GPU only).")
-@click.option("--overwrite", is_flag=True, help="Redo pairs whose output exists (default: skip → resume).")
+@click.option("--overwrite", is_flag=True,
+              help="Redo pairs whose output exists (default: skip → resume); needed to replace outputs "
+                   "made with other settings (OUT/settings.json).")
 @click.option("--save-flow", is_flag=True, help="Also write NAME_flow.png (colour-coded) and NAME_flow.npy.")
 @click.option("--save-warped", is_flag=True, help="Also write NAME_warped.png (the aligned reference).")
 @click.option("--save-depth", is_flag=True, help="Also write NAME_depth.png and NAME_depth.npy (Cross-MPI).")
@@ -74,7 +76,8 @@ def command(source, scale, out, method, weights, prealign, detector, tile, overl
     \b
     Pairs: NAME_lr.png + NAME_ref.png (+ NAME_hr.png) in SOURCE, or lr/NAME.png + ref/NAME.png
     (+ hr/NAME.png) under it, or a CSV file of rows lr,ref[,hr]. With ground truth, PSNR/SSIM/IFC
-    are printed and written to OUT/metrics.json. Existing outputs are skipped (resume).
+    are printed and written to OUT/metrics.json. Existing outputs are skipped (resume); a rerun
+    under other settings (method, weights, scale, …) is refused rather than mixed with them.
     \b
     Examples:
       refsr infer ./pairs --scale 8 --out ./sr
@@ -165,18 +168,18 @@ def command(source, scale, out, method, weights, prealign, detector, tile, overl
     console.notice(f"{len(pairs)} pair(s), {the_method.name} ×{scale} on {the_method.device}"
                    + (f" ({the_method.weights})" if the_method.weights else ""))
 
-    def report(result) -> None:
+    def report(result) -> None:  # called while the progress bar is live: print through its console
         for note in result.notes:
             console.notice(f"{result.name}: {note}")
         if not result.ok:
-            click.echo(f"refsr: error: {result.name}: {result.error}", err=True)
+            console.error(f"{result.name}: {result.error}")
         if as_json:
-            click.echo(json.dumps(result.to_json()))
+            console.result(json.dumps(result.to_json()))
             return
         if result.status == "skipped":
-            click.echo(f"{result.name}: {result.output} exists, skipped{_fmt_metrics(result.metrics)}")
+            console.result(f"{result.name}: {result.output} exists, skipped{_fmt_metrics(result.metrics)}")
         elif result.ok:
-            click.echo(f"{result.name}: {result.output} ({result.seconds:.1f} s){_fmt_metrics(result.metrics)}")
+            console.result(f"{result.name}: {result.output} ({result.seconds:.1f} s){_fmt_metrics(result.metrics)}")
 
     results = infer_pairs(pairs, out, the_method, tile=tile, overlap=overlap, batch=batch, prealign=prealign,
                           detector=detector, overwrite=overwrite, save=save, keep_going=keep_going,

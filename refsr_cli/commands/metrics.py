@@ -74,6 +74,10 @@ def command(sr, gt, y_channel, crop, as_json, csv_file, jobs):
     if len(paths) < 2:
         raise click.UsageError("give SR and GT (two image files or two folders)")
     sr_path, gt_path = paths
+    if csv_file is not None:  # a bad --csv fails now, not after every image was measured
+        from refsr_cli.data.files import check_writable_dir
+
+        check_writable_dir(csv_file.parent, f"the folder of --csv {csv_file.name}")
 
     rows = compare_paths(sr_path, gt_path, y=y_channel, crop=crop, jobs=jobs)
     mean = mean_row(rows)

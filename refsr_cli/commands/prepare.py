@@ -12,6 +12,7 @@ import click
 
 from refsr_cli import console
 from refsr_cli.commands import StageCommand
+from refsr_cli.data.files import check_writable_dir
 from refsr_cli.errors import RefsrError
 
 
@@ -22,10 +23,7 @@ def _crop(opts: dict):
 
 
 def _need_src(kind: str, opts: dict) -> Path:
-    srcs = opts.get("src") or ()
-    if len(srcs) != 1:
-        raise RefsrError(f"prepare {kind}: give one folder holding the light fields (SRC), got {len(srcs)}")
-    src = Path(srcs[0])
+    src = Path(opts["src"][0])       # exactly one: checked by the command
     if not src.exists():
         raise RefsrError(f"{src}: no such folder")
     return src
@@ -54,8 +52,6 @@ def _synthetic(opts: dict) -> dict:
 def _video(opts: dict) -> dict:
     from refsr_cli.prepare.video import format_counts, parse_gaps, prepare_video
 
-    if not opts.get("src"):
-        raise RefsrError("prepare video: give video files, folders of numbered frames, or 'builtin'")
     result = prepare_video(list(opts["src"]), opts["out"], gaps=parse_gaps(opts["gap"], opts["gaps"]),
                            stride=opts["stride"], crop=tuple(opts["crop"]) if opts["crop"] else None,
                            test_count=opts["test_count"], seed=opts["seed"])
@@ -80,9 +76,10 @@ KINDS: dict[str, Callable[[dict], dict]] = {
 @click.option("--crop", nargs=2, type=click.IntRange(min=1), metavar="H W", default=None,
               help="Keep the top-left H×W of every view  [default: 320 512].")
 @click.option("--no-crop", is_flag=True, help="Keep whole views (all light fields must share a size).")
-@click.option("--test-count", type=click.IntRange(min=0), default=None,
-              help="Light fields in the test split (flower/lfvideo: needed unless the whole dataset is "
-                   "present or --split-file is given; synthetic: default 8).")
+@click.option("--test-count", type=click.IntRange(min=1), default=None,
+              help="Light fields in the test split, at least 1 (flower/lfvideo: needed unless the whole "
+                   "dataset is present or --split-file is given; synthetic: default 8; video: sources, "
+                   "default 1).")
 @click.option("--split-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="File naming the test light fields, one per line ('NAME', 'test NAME' or 'train NAME').")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split / the renderer.")
@@ -91,10 +88,11 @@ KINDS: dict[str, Callable[[dict], dict]] = {
 @click.option("--skip-bad", is_flag=True, help="Log corrupt or wrongly sized light fields and carry on.")
 @click.option("--count", type=click.IntRange(min=1), default=None,
               help="synthetic: training light fields  [default: 64].")
-@click.option("--size", nargs=2, type=click.IntRange(min=8), metavar="H W", default=None,
+@click.option("--size", nargs=2, type=click.IntRange(min=16), metavar="H W", default=None,
               help="synthetic: view size  [default: 320 512].")
-@click.option("--max-disparity", type=click.FloatRange(min=0), default=20.0, show_default=True,
-              help="synthetic: largest disparity (px) between views (0,0) and (7,7).")
+@click.option("--max-disparity", type=click.FloatRange(min=0, min_open=True), default=20.0, show_default=True,
+              help="synthetic: largest disparity (px) between views (0,0) and (7,7), at most a quarter of "
+                   "the width.")
 @click.option("--disparity", is_flag=True, default=False,
               help="synthetic: also store every view's ground-truth disparity (for the 'flow' training loss).")
 @click.option("--gap", type=click.IntRange(min=1), default=None, help="video: frame gap k (Ref = t, target = t+k).")
@@ -137,20 +135,33 @@ def command(kind: str, **opts) -> None:
       refsr prepare video clip1.mp4 clip2.mov frames/ --out data/video --gaps 1,3,5 --test-count 1
     """
     if opts["no_crop"] and opts["crop"]:
-        raise RefsrError("--crop and --no-crop exclude each other")
+        raise click.UsageError("--crop and --no-crop exclude each other")
     if kind == "synthetic" and opts["src"]:
-        raise RefsrError(f"prepare synthetic reads no SRC (got {' '.join(opts['src'])})")
+        raise click.UsageError(f"prepare synthetic reads no SRC (got {' '.join(opts['src'])})")
+    if kind in ("flower", "lfvideo") and len(opts["src"]) != 1:
+        raise click.UsageError(f"prepare {kind}: give one folder holding the light fields (SRC), "
+                               f"got {len(opts['src'])}")
+    if kind == "video" and not opts["src"]:
+        raise click.UsageError("prepare video: give video files, folders of numbered frames, or 'builtin'")
     if kind != "video":
         for name in ("gap", "gaps"):
             if opts[name]:
-                raise RefsrError(f"--{name} applies to 'prepare video' only")
+                raise click.UsageError(f"--{name} applies to 'prepare video' only")
     if kind != "synthetic":
         for name in ("count", "size"):
             if opts[name]:
-                raise RefsrError(f"--{name} applies to 'prepare synthetic' only")
+                raise click.UsageError(f"--{name} applies to 'prepare synthetic' only")
         if opts["disparity"]:
-            raise RefsrError("--disparity applies to 'prepare synthetic' only")
-    result = KINDS[kind](opts)
+            raise click.UsageError("--disparity applies to 'prepare synthetic' only")
+    out = Path(opts["out"])
+    existed = out.exists()
+    check_writable_dir(out, "output folder")
+    try:
+        result = KINDS[kind](opts)
+    except BaseException:
+        if not existed and not any(out.iterdir()):   # a failed run leaves no folder it made
+            out.rmdir()
+        raise
     from refsr_cli.commands import pipeline
 
     pipe = pipeline()

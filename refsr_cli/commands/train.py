@@ -8,7 +8,10 @@ import click
 from refsr_cli import console
 from refsr_cli.archs import variants
 from refsr_cli.commands import pipeline
+from refsr_cli.data.store import UnreadableData
 from refsr_cli.errors import RefsrError
+
+POSITIVE = click.IntRange(min=1)
 
 
 class VariantChoice(click.Choice):
@@ -35,14 +38,18 @@ class VariantChoice(click.Choice):
 @click.option("--scale", type=click.Choice(["4", "8"]), default=None, help="Upscaling factor (preset: 8).")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Run folder (default runs/<variant>_x<scale>). Rerunning the same command resumes it.")
-@click.option("--iters", type=int, default=None, help="Total iterations (preset: the paper's).")
-@click.option("--batch", type=int, default=None, help="Batch size (per process).")
+@click.option("--iters", type=POSITIVE, default=None, help="Total iterations (preset: the paper's).")
+@click.option("--batch", type=POSITIVE, default=None, help="Batch size (per process).")
 @click.option("--crop", nargs=2, type=int, default=None, metavar="H W", help="Training crop (HR pixels).")
 @click.option("--lr", "lr", type=float, default=None, help="Learning rate.")
 @click.option("--val", type=click.Path(path_type=Path), default=None,
-              help="Validation store (default: test store of a chained `prepare`).")
-@click.option("--val-every", type=int, default=None, help="Validate every N iterations.")
-@click.option("--checkpoint-every", type=int, default=None, help="Save training state every N iterations.")
+              help="Validation store (best.pt is chosen on it). Default: items held out of the training "
+                   "data (--val-holdout); never the test store of a chained `prepare`.")
+@click.option("--val-holdout", type=click.IntRange(min=0), default=None,
+              help="Without --val: light fields (video: pairs) of each training store held out of training "
+                   "and validated on; 0 = no validation  [default: a tenth, 1 to 8].")
+@click.option("--val-every", type=POSITIVE, default=None, help="Validate every N iterations.")
+@click.option("--checkpoint-every", type=POSITIVE, default=None, help="Save training state every N iterations.")
 @click.option("--seed", type=int, default=None, help="Seed of weights init and of the data order.")
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda when available).")
 @click.option("--model-size", type=click.Choice(["paper", "tiny"]), default=None,
@@ -56,13 +63,16 @@ class VariantChoice(click.Choice):
 @click.option("--config", "config_file", type=click.Path(path_type=Path), default=None,
               help="TOML file with any option above and [model] / [loss] / [plateau] tables "
                    "([plateau]: train until the validation PSNR stops rising; docs/train.md).")
-def command(variant, data, mix, scale, out, iters, batch, crop, lr, val, val_every, checkpoint_every, seed,
-            device, model_size, vgg, init, config_file):
+@click.option("--skip-bad", is_flag=True, help="Leave out samples whose store data cannot be read (a damaged "
+                                              "file), with a warning each, instead of stopping.")
+def command(variant, data, mix, scale, out, iters, batch, crop, lr, val, val_holdout, val_every, checkpoint_every,
+            seed, device, model_size, vgg, init, config_file, skip_bad):
     """Train a network on light-field (or video) stores; resumable.
 
     Presets follow each paper (optimiser, schedule, iterations, crop, views, augmentation, loss
     weights); options and --config override them, and the resolved configuration is written to
-    RUN/config.json. Rerunning the same command continues from RUN/last.pt.
+    RUN/config.json, with the stores and what the run validates on. Rerunning the same command continues
+    from RUN/last.pt; another configuration in the same RUN is refused.
 
     \b
     Examples:
@@ -82,16 +92,22 @@ def command(variant, data, mix, scale, out, iters, batch, crop, lr, val, val_eve
     mix_weights = [float(w) for w in mix.split(",")] if mix else None
     if mix_weights and len(mix_weights) != len(sources):
         raise click.UsageError(f"--mix has {len(mix_weights)} weights for {len(sources)} --data stores")
+    if val and val_holdout is not None:
+        raise click.UsageError("--val and --val-holdout exclude each other (a validation store replaces the hold-out)")
     flags = dict(scale=int(scale) if scale else None, iters=iters, batch=batch, crop=list(crop) if crop else None,
-                 lr=lr, val_every=val_every, checkpoint_every=checkpoint_every, seed=seed,
+                 lr=lr, val_every=val_every, val_holdout=val_holdout, checkpoint_every=checkpoint_every, seed=seed,
                  model_size=model_size, mix=mix_weights, init=str(init) if init else None,
                  data=[str(s) for s in sources] if sources else None)
     config = resolve_config(variant, toml, **flags)
     if vgg:
         config["loss"]["perceptual"] = config["loss"].get("perceptual") or 1.0
-    val = val or toml.get("val") or (state.test_store if state.test_store else None)
+    # Not a chained prepare's test store: best.pt chosen on the images bench then reports would flatter it.
+    val = val or toml.get("val")
     out = out or Path(toml.get("out", f"runs/{variant}_x{config['scale']}"))
-    result = train(config, out, device=device or toml.get("device"), val=val, vgg=vgg)
+    try:
+        result = train(config, out, device=device or toml.get("device"), val=val, vgg=vgg, skip_bad=skip_bad)
+    except UnreadableData as exc:
+        raise RefsrError(f"{exc}; --skip-bad leaves such samples out") from None
     best = result.run_dir / "best.pt"
     state.checkpoint = best if best.exists() else result.checkpoint
     if not result.checkpoint.exists():

@@ -1,10 +1,15 @@
-"""Writing files so that a reader or a crash never leaves half of one: atomic writes, JSON documents."""
+"""Writing files so that a reader or a crash never leaves half of one: atomic writes, JSON documents,
+the debris a killed writer leaves, output folders proved writable, a lock that dies with its holder."""
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Collection, Iterator
+
+from refsr_cli.errors import RefsrError
 
 
 def atomic_write(path: str | os.PathLike, write) -> None:
@@ -25,6 +30,26 @@ def atomic_write(path: str | os.PathLike, write) -> None:
         raise
 
 
+def remove_temporaries(folder: str | os.PathLike, names: Collection[str]) -> None:
+    """Remove the temporary files :func:`atomic_write` left in ``folder`` for the files ``names`` — the
+    debris of a writer killed before its rename. Only for files nobody else may be writing now (see the
+    callers). One listing of the folder, however many names."""
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if _temporary_target(entry.name) in names:
+                Path(entry.path).unlink(missing_ok=True)
+
+
+def _temporary_target(name: str) -> str | None:
+    """``a_sr.png`` for ``.a_sr.k3j_x9a1.png.tmp``, the name of :func:`atomic_write`'s temporary file
+    (mkstemp's random part holds no dot); ``None`` for any other name."""
+    if not (name.startswith(".") and name.endswith(".tmp")):
+        return None
+    base, extension = os.path.splitext(name[1:-len(".tmp")])
+    stem, dot, random = base.rpartition(".")
+    return stem + extension if dot and stem and random else None
+
+
 def write_json(path: str | os.PathLike, data, **dumps) -> None:
     """Write ``data`` as JSON (``json.dumps`` options in ``dumps``) with a final newline, atomically."""
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, **dumps) + "\n"))
@@ -37,3 +62,46 @@ def read_json(path: str | os.PathLike) -> dict | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+PROBE_PREFIX = ".refsr-probe."   # check_writable_dir's empty test file, removed at once
+
+
+def check_writable_dir(folder: str | os.PathLike, what: str = "output directory") -> None:
+    """Create ``folder`` and prove a file can be written in it, so that a bad output path fails in one line
+    before any work rather than after it."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=PROBE_PREFIX, dir=folder)
+        os.close(fd)
+        Path(probe).unlink(missing_ok=True)  # another run may have cleared it as debris already
+    except (FileExistsError, NotADirectoryError):
+        raise RefsrError(f"{folder}: {what} is not writable (it or a folder above it is a file)") from None
+    except OSError as exc:
+        raise RefsrError(f"{folder}: {what} is not writable ({exc.strerror or exc})") from None
+
+
+@contextmanager
+def folder_lock(folder: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` itself (``flock`` on its descriptor) for the ``with`` block.
+
+    No lock file: the kernel drops the lock when its holder exits, even by kill -9, so nothing is left to
+    block a later run or to clean up. Without ``flock`` (Windows, some network filesystems) it is best
+    effort: the block runs unlocked.
+    """
+    try:
+        import fcntl
+
+        fd = os.open(folder, os.O_RDONLY)
+    except (ImportError, OSError):
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            pass
+        yield
+    finally:
+        os.close(fd)  # releases the lock

@@ -61,6 +61,27 @@ def _png_header(path: Path) -> tuple[int, int] | None:
     return head[24], head[25]
 
 
+# How each format we name files for begins; imageio's own errors for anything else (a backend it cannot
+# find, "need at least one array to stack") say nothing about the file.
+_SIGNATURES = {"PNG": (b"\x89PNG\r\n\x1a\n",), "JPEG": (b"\xff\xd8\xff",), "TIFF": (b"II*\x00", b"MM\x00*")}
+_FORMAT_OF_SUFFIX = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF"}
+
+
+def _check_signature(path: Path) -> None:
+    """Refuse an empty file, and a ``.png``/``.jpg``/``.tif`` whose bytes are no image of those formats,
+    in words; other suffixes are left to imageio. A PNG named ``.jpg`` (any of the three) is read."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+    except OSError as exc:
+        raise RefsrError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if not head:
+        raise RefsrError(f"{path}: cannot read image: the file is empty (0 bytes)")
+    expected = _FORMAT_OF_SUFFIX.get(path.suffix.lower())
+    if expected and not any(head.startswith(sig) for sigs in _SIGNATURES.values() for sig in sigs):
+        raise RefsrError(f"{path}: cannot read image: not a {expected} file (it begins with {head!r})")
+
+
 def _read_png48(path: Path, colour_type: int) -> np.ndarray:
     """16-bit colour PNG → ``uint16 H×W×3``, decoded by PyAV (FFmpeg's PNG decoder).
 
@@ -110,6 +131,7 @@ def read_array(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise RefsrError(f"{path}: no such file")
+    _check_signature(path)
     header = _png_header(path)
     if header is not None and header[0] == 16 and header[1] in (2, 6):
         return _read_png48(path, header[1])

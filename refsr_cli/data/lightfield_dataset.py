@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 from refsr_cli.data.augment import sample_pair, window_of
 from refsr_cli.data.image_io import array_to_tensor
 from refsr_cli.ops.resize import downscale
-from refsr_cli.data.store import LightFieldStore, open_store
+from refsr_cli.data.store import LightFieldStore, UnreadableData, open_store
 
 
 def _parse_view(value, grid: tuple[int, int], what: str):
@@ -125,6 +125,16 @@ class LightFieldDataset(Dataset):
         """The whole stored view ``(row, col)`` of light field ``index`` as ``uint8 H×W×3``."""
         return self.store.view(index, *view)
 
+    def item_name(self, index: int) -> str:
+        return self.store.names[index]
+
+    def evaluation_pair(self, index: int):
+        """Light field ``index`` as a validation pair (:func:`evaluation_pair`): the fixed LR view, else
+        (1, 1), against the fixed reference, else (0, 0); whole views."""
+        view = self.views if isinstance(self.views, tuple) else (1, 1)
+        ref = self.ref_view if isinstance(self.ref_view, tuple) else (0, 0)
+        return evaluation_pair(self.store, index, self.scale, view, ref)
+
     def __getitem__(self, index: int):
         if not 0 <= index < len(self):
             raise IndexError(index)
@@ -147,22 +157,38 @@ class LightFieldDataset(Dataset):
         return lr, ref, hr, geometry
 
 
-def iter_test_pairs(path, scale: int, view_k: int | tuple[int, int], ref_view=(0, 0),
-                    crop: tuple[int, int] | None = None) -> Iterator[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Deterministic evaluation pairs: yields ``(name, lr, ref, hr)`` for every light field of a store.
-
-    HR = view ``(k, k)`` (or ``view_k=(row, col)``), Ref = ``ref_view``; both cut to the top-left ``crop``
-    (default: the whole stored view, itself the papers' top-left 320×512 crop) rounded down to a multiple
-    of ``scale``; ``lr = downscale(hr, scale)``. Tensors are float32 ``3×h×w`` / ``3×H×W``.
-    """
-    store = open_store(path)
-    grid = store.grid
-    row, col = _parse_view(view_k, grid, "view_k")
-    ref_row, ref_col = _parse_view(ref_view, grid, "ref_view")
+def evaluation_pair(store: LightFieldStore, index: int, scale: int, view: tuple[int, int],
+                    ref_view: tuple[int, int] = (0, 0), crop: tuple[int, int] | None = None):
+    """``(name, lr, ref, hr)`` of light field ``index``: HR = ``view``, Ref = ``ref_view``, both cut to the
+    top-left ``crop`` (default: the whole stored view, itself the papers' top-left 320×512 crop) rounded
+    down to a multiple of ``scale``; ``lr = downscale(hr, scale)``. Float32 ``3×h×w`` / ``3×H×W``."""
     h, w = crop if crop is not None else (store.height, store.width)
     h, w = min(h, store.height), min(w, store.width)
     h, w = h - h % scale, w - w % scale
-    for i, name in enumerate(store.names):
-        hr = array_to_tensor(store.view(i, row, col)[:h, :w])
-        ref = array_to_tensor(store.view(i, ref_row, ref_col)[:h, :w])
-        yield name, downscale(hr, scale).clamp_(0, 1), ref, hr
+    hr = array_to_tensor(store.view(index, *view)[:h, :w])
+    ref = array_to_tensor(store.view(index, *ref_view)[:h, :w])
+    return store.names[index], downscale(hr, scale).clamp_(0, 1), ref, hr
+
+
+def iter_test_pairs(path, scale: int, view_k: int | tuple[int, int], ref_view=(0, 0),
+                    crop: tuple[int, int] | None = None, skipped: list[str] | None = None,
+                    ) -> Iterator[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Deterministic evaluation pairs: yields :func:`evaluation_pair` ``(name, lr, ref, hr)`` for every light
+    field of a store, HR = view ``(k, k)`` (or ``view_k=(row, col)``), Ref = ``ref_view``.
+
+    A light field whose views cannot be read (a damaged file) raises :class:`UnreadableData`; with a
+    ``skipped`` list it is left out instead, and the error message appended to the list.
+    """
+    store = open_store(path)
+    grid = store.grid
+    view = _parse_view(view_k, grid, "view_k")
+    ref = _parse_view(ref_view, grid, "ref_view")
+    for i in range(len(store)):
+        try:
+            pair = evaluation_pair(store, i, scale, view, ref, crop)
+        except UnreadableData as exc:
+            if skipped is None:
+                raise
+            skipped.append(str(exc))
+            continue
+        yield pair

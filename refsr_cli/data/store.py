@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
 
@@ -147,6 +148,11 @@ def assemble_store(out: str | os.PathLike, parts: Sequence[tuple[str, Path]], at
 
 # --------------------------------------------------------------------------------------------- reading
 
+class UnreadableData(RefsrError):
+    """Pixels of a store that cannot be read back (a corrupt chunk); the message names the store, the
+    light field (or clip) and the view (or frame), so that a reader may leave that sample out."""
+
+
 def decode_attr(value):
     if isinstance(value, bytes):
         value = value.decode("utf-8")
@@ -181,6 +187,15 @@ class LazyH5:
             return h5py.File(self.path, "r")
         except OSError as exc:
             raise RefsrError(f"{self.path}: not a readable HDF5 file ({exc})".splitlines()[0]) from None
+
+    @contextmanager
+    def _reading(self, what: str):
+        """Turn h5py's failure to decode a chunk (an ``OSError``) into :class:`UnreadableData` about ``what``."""
+        try:
+            yield
+        except OSError as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise UnreadableData(f"{self.path}: {what}: unreadable data, the file is damaged ({reason})") from None
 
     def _file(self) -> h5py.File:
         if self._h5 is None or self._pid != os.getpid():
@@ -276,7 +291,8 @@ class LightFieldStore(LazyH5):
     def view(self, index: int, row: int, col: int) -> np.ndarray:
         """View ``(row, col)`` of light field ``index`` as ``uint8 H×W×3`` (RGB)."""
         self._check(index, row, col)
-        data = self._dataset()[index, row, col]
+        with self._reading(f"light field {self.names[index]!r}, view ({row}, {col})"):
+            data = self._dataset()[index, row, col]
         if self.layout == "authors":
             data = np.ascontiguousarray(data.transpose(1, 2, 0))
         return data
@@ -286,12 +302,14 @@ class LightFieldStore(LazyH5):
         self._check(index, row, col)
         if not self.has_disparity:
             raise RefsrError(f"{self.path}: no /disparity (make synthetic stores with --disparity)")
-        return self._file()["disparity"][index, row, col].astype(np.float32)
+        with self._reading(f"light field {self.names[index]!r}, disparity of view ({row}, {col})"):
+            return self._file()["disparity"][index, row, col].astype(np.float32)
 
     def views(self, index: int) -> np.ndarray:
         """All views of light field ``index`` as ``uint8 [rows, cols, H, W, 3]``."""
         self._check(index, 0, 0)
-        data = self._dataset()[index]
+        with self._reading(f"light field {self.names[index]!r}"):
+            data = self._dataset()[index]
         if self.layout == "authors":
             data = np.ascontiguousarray(data.transpose(0, 1, 3, 4, 2))
         return data

@@ -13,6 +13,11 @@ HR and in the Ref of the crop. Matches are computed once per light field × view
 (:class:`~refsr_cli.training.losses.LandmarkCache`) and moved into each crop. With ground-truth flow on (the
 ``flow`` loss) and a store that has ``/disparity`` (``refsr prepare synthetic --disparity``), also
 ``"flow"``: ``2×H×W``, the true backward flow from the HR view to the sample's Ref (shift and flips included).
+
+Validation without a separate store holds a few items of each store out of training
+(:func:`held_out_items`): samples never come from them, :meth:`TrainingSamples.validation_pairs` are made
+of them. With ``skip_bad``, a sample whose data cannot be read (:class:`~refsr_cli.data.store.UnreadableData`)
+is replaced by the next draw of the same generator, so the run stays a pure function of ``(seed, g)``.
 """
 from __future__ import annotations
 
@@ -23,9 +28,25 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from refsr_cli import console
+from refsr_cli.data.store import UnreadableData
 from refsr_cli.errors import RefsrError
 
 VIRTUAL_LENGTH = 2**62  # samples are drawn with replacement; the sampler decides how many are used
+HOLDOUT_MAX = 8         # "auto": a tenth of a store's items, at least 1, at most this many
+HOLDOUT_SEED = 20       # fixed, not the run's seed: runs of one store with other seeds validate alike
+MAX_REDRAWS = 100       # --skip-bad: unreadable samples in a row before training gives up
+
+
+def held_out_items(n: int, count: int | str = "auto") -> list[int]:
+    """The items (sorted) of a store of ``n`` kept out of training for validation: ``count`` of them, or for
+    ``"auto"`` a tenth, at least 1 and at most :data:`HOLDOUT_MAX` (none of a single-item store)."""
+    if count == "auto":
+        count = min(HOLDOUT_MAX, max(1, n // 10)) if n > 1 else 0
+    count = int(count)
+    if not 0 <= count < max(n, 1):
+        raise ValueError(f"cannot hold out {count} of its {n} items for validation and train on the rest")
+    return sorted(int(i) for i in np.random.default_rng(HOLDOUT_SEED).permutation(n)[:count])
 
 
 def _store_path(path: str | os.PathLike) -> Path:
@@ -59,7 +80,8 @@ class TrainingSamples(Dataset):
     """Mixture of sources; item ``g`` is deterministic in ``(seed, g)``."""
 
     def __init__(self, sources: list, weights: list[float] | None = None, seed: int = 0,
-                 landmark_cache=None, flow: bool = False):
+                 landmark_cache=None, flow: bool = False, held_out: list[list[int]] | None = None,
+                 skip_bad: bool = False):
         if not sources:
             raise RefsrError("no training data")
         weights = np.asarray(weights if weights is not None else [1.0] * len(sources), dtype=np.float64)
@@ -73,15 +95,55 @@ class TrainingSamples(Dataset):
         if self.flow and not any(_has_disparity(src) for src in sources):
             raise RefsrError("the 'flow' loss needs ground-truth disparity: a store made with "
                              "'refsr prepare synthetic --disparity'")
+        self.held_out = held_out or [[] for _ in sources]
+        # Without a hold-out the items are a range, so draws (and runs) are those of the plain store.
+        self._items = [np.setdiff1d(np.arange(src.num_items()), held) if held else range(src.num_items())
+                       for src, held in zip(sources, self.held_out)]
+        self.skip_bad = bool(skip_bad)
+        self.skipped: set[str] = set()
 
     def __len__(self) -> int:
         return VIRTUAL_LENGTH
 
     def __getitem__(self, g: int) -> dict:
         rng = np.random.default_rng([self.seed, 0x5EED, int(g)])
-        s = int(rng.choice(len(self.sources), p=self.weights)) if len(self.sources) > 1 else 0
+        for _ in range(MAX_REDRAWS):
+            s = int(rng.choice(len(self.sources), p=self.weights)) if len(self.sources) > 1 else 0
+            items = self._items[s]
+            try:
+                return self._sample(s, int(items[int(rng.integers(len(items)))]), rng)
+            except UnreadableData as exc:
+                if not self.skip_bad:
+                    raise
+                self._skip(exc)
+                last = exc
+        raise RefsrError(f"{MAX_REDRAWS} unreadable samples in a row, the last: {last}")
+
+    def _skip(self, exc: UnreadableData) -> None:
+        if str(exc) not in self.skipped:
+            self.skipped.add(str(exc))
+            console.warn(f"skipped unreadable sample {len(self.skipped)}: {exc}")
+
+    def validation_pairs(self) -> list[tuple]:
+        """``(name, lr, ref, hr)`` of every held-out item (each source's ``evaluation_pair``)."""
+        pairs = []
+        for source, held in zip(self.sources, self.held_out):
+            for index in held:
+                try:
+                    pairs.append(source.evaluation_pair(index))
+                except UnreadableData as exc:
+                    if not self.skip_bad:
+                        raise
+                    self._skip(exc)
+        return pairs
+
+    def held_out_names(self) -> dict[str, list[str]]:
+        """``{store path (resolved): [names of its held-out items]}``, for the run's record."""
+        return {str(Path(source.store.path).resolve()): [source.item_name(i) for i in held]
+                for source, held in zip(self.sources, self.held_out) if held}
+
+    def _sample(self, s: int, index: int, rng: np.random.Generator) -> dict:
         source = self.sources[s]
-        index = int(rng.integers(source.num_items()))
         lr, ref, hr, geometry = source.sample(index, rng)
         sample = {"lr": lr, "ref": ref, "hr": hr}
         baseline = _baseline(source, geometry)
@@ -167,8 +229,10 @@ def collate(samples: list[dict]) -> dict:
 
 
 def open_training_data(paths, scale, crop, views, ref_view, parallax_shift, flips, seed, mix=None,
-                       landmarks=False, cache_dir=None, flow=False) -> TrainingSamples:
-    """:class:`TrainingSamples` over one or several stores (``mix``: their weights)."""
+                       landmarks=False, cache_dir=None, flow=False, holdout: int | str = 0,
+                       skip_bad: bool = False) -> TrainingSamples:
+    """:class:`TrainingSamples` over one or several stores (``mix``: their weights), each with
+    :func:`held_out_items` ``(n, holdout)`` kept for validation (``0``: none); ``skip_bad``: see the module."""
     paths = paths if isinstance(paths, (list, tuple)) else [paths]
     views = tuple(views) if isinstance(views, list) else views
     ref_view = tuple(ref_view) if isinstance(ref_view, list) else ref_view
@@ -179,4 +243,10 @@ def open_training_data(paths, scale, crop, views, ref_view, parallax_shift, flip
         from refsr_cli.data.landmarks import LandmarkCache
 
         cache = LandmarkCache(Path(cache_dir) / "landmarks.npz" if cache_dir else None)
-    return TrainingSamples(sources, mix, seed, cache, flow=flow)
+    held_out = []
+    for path, source in zip(paths, sources):
+        try:
+            held_out.append(held_out_items(source.num_items(), holdout))
+        except ValueError as exc:
+            raise RefsrError(f"{_store_path(path)}: {exc}") from None
+    return TrainingSamples(sources, mix, seed, cache, flow=flow, held_out=held_out, skip_bad=skip_bad)

@@ -38,7 +38,7 @@ from refsr_cli.data.augment import sample_pair
 from refsr_cli.errors import RefsrError
 from refsr_cli.data.image_io import array_to_tensor
 from refsr_cli.ops.resize import downscale
-from refsr_cli.data.store import LazyH5, decode_attr, encode_attr, root_attribute
+from refsr_cli.data.store import LazyH5, UnreadableData, decode_attr, encode_attr, root_attribute
 
 FORMAT = "refsr-video-store"
 KIND = "video"
@@ -167,7 +167,11 @@ class VideoStore(LazyH5):
         self.gaps = sorted({int(k) for k in self.pairs[:, 2]})
         # No angular grid in a video; (1, 1) keeps code that reads ``store.grid`` generically working.
         self.grid = (1, 1)
-        self.names = [f"{names[c]}/t{t:05d}+{k}" for c, t, k in self.pairs]
+        self.names = [self.pair_name(c, t, k) for c, t, k in self.pairs]
+
+    def pair_name(self, clip: int, t: int, k: int) -> str:
+        """``clip/tNNNNN+k``: the name of the pair Ref = frame ``t``, target = frame ``t + k`` of ``clip``."""
+        return f"{self.clip_names[int(clip)]}/t{int(t):05d}+{int(k)}"
 
     def _clip(self, clip: int) -> h5py.Dataset:
         return self._file()["clips"][f"{clip:05d}"]
@@ -183,10 +187,11 @@ class VideoStore(LazyH5):
         ds = self._clip(clip)
         if not 0 <= t < ds.shape[0]:
             raise IndexError(f"{self.path}: frame {t} outside clip {clip} ({ds.shape[0]} frames)")
-        if window is None:
-            return ds[t]
-        y, x, h, w = window
-        return ds[t, y:y + h, x:x + w]
+        with self._reading(f"clip {self.clip_names[clip]!r}, frame {t}"):
+            if window is None:
+                return ds[t]
+            y, x, h, w = window
+            return ds[t, y:y + h, x:x + w]
 
 
 def open_video_store(path: str | os.PathLike | VideoStore) -> VideoStore:
@@ -282,6 +287,14 @@ class VideoPairDataset(torch.utils.data.Dataset):
         clip, t = view
         return self.store.frame(int(clip), int(t))
 
+    def item_name(self, index: int) -> str:
+        return self.store.pair_name(*self.pairs[index])
+
+    def evaluation_pair(self, index: int):
+        """Pair ``index`` as a validation pair: whole frames (:func:`video_evaluation_pair`)."""
+        clip, t, k = (int(v) for v in self.pairs[index])
+        return video_evaluation_pair(self.store, clip, t, k, self.scale)
+
     def sample(self, index: int, rng: np.random.Generator):
         """Pair ``index`` with the window, offsets and flips drawn from ``rng``: ``(lr, ref, hr, geometry)``."""
         clip, t, k = (int(v) for v in self.pairs[index])
@@ -301,26 +314,39 @@ def eval_window(height: int, width: int, scale: int, crop=None) -> tuple[int, in
     return ch - ch % scale, cw - cw % scale
 
 
-def iter_video_test_pairs(path, scale: int, gap: int | None = None, crop=None,
-                          limit: int | None = None) -> Iterator[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Yield ``(name, lr, ref, hr)`` for the store's pairs with frame gap ``gap`` (every gap when None).
+def video_evaluation_pair(store: VideoStore, clip: int, t: int, k: int, scale: int, crop=None):
+    """``(name, lr, ref, hr)`` of the pair ``(clip, t, k)``: the top-left window of ``crop`` (default: the whole
+    frame) cut down to a multiple of ``scale``; ``lr = downscale(hr, scale)``; the name ``clip/tNNNNN+k``."""
+    _, height, width = store.clip_shapes[clip]
+    ch, cw = eval_window(height, width, scale, crop)
+    if ch == 0 or cw == 0:
+        raise ValueError(f"clip {store.clip_names[clip]} of {store.path} is smaller than the scale {scale}")
+    hr = array_to_tensor(store.frame(clip, t + k, (0, 0, ch, cw)))
+    ref = array_to_tensor(store.frame(clip, t, (0, 0, ch, cw)))
+    return store.pair_name(clip, t, k), downscale(hr, scale).clamp_(0, 1), ref, hr
 
-    Deterministic: pairs in store order (clip, t, k); the top-left window of ``crop`` (default: the whole
-    frame) cut down to a multiple of ``scale``; ``lr = downscale(hr, scale)``. Tensors are float32 ``3×h×w`` /
-    ``3×H×W`` as from the light-field ``iter_test_pairs``; names are ``clip/tNNNNN+k``. ``limit`` stops early.
+
+def iter_video_test_pairs(path, scale: int, gap: int | None = None, crop=None, limit: int | None = None,
+                          skipped: list[str] | None = None,
+                          ) -> Iterator[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Yield :func:`video_evaluation_pair` ``(name, lr, ref, hr)`` for the store's pairs with frame gap
+    ``gap`` (every gap when None), in store order (clip, t, k), as from the light-field ``iter_test_pairs``.
+    ``limit`` stops early. A pair whose frames cannot be read raises :class:`UnreadableData`; with a
+    ``skipped`` list it is left out instead, and the error message appended to the list.
     """
     store = open_video_store(path)
     count = 0
-    for (clip, t, k), name in zip(store.pairs, store.names):
+    for clip, t, k in store.pairs:
         if gap is not None and int(k) != int(gap):
             continue
         if limit is not None and count >= limit:
             return
-        _, height, width = store.clip_shapes[int(clip)]
-        ch, cw = eval_window(height, width, scale, crop)
-        if ch == 0 or cw == 0:
-            raise ValueError(f"clip {store.clip_names[int(clip)]} of {store.path} is smaller than the scale {scale}")
-        hr = array_to_tensor(store.frame(int(clip), int(t + k), (0, 0, ch, cw)))
-        ref = array_to_tensor(store.frame(int(clip), int(t), (0, 0, ch, cw)))
+        try:
+            pair = video_evaluation_pair(store, int(clip), int(t), int(k), scale, crop)
+        except UnreadableData as exc:
+            if skipped is None:
+                raise
+            skipped.append(str(exc))
+            continue
         count += 1
-        yield name, downscale(hr, scale).clamp_(0, 1), ref, hr
+        yield pair

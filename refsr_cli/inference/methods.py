@@ -243,7 +243,7 @@ def load_method(name: str | None, scale: int, weights: str | os.PathLike | None 
     if options:
         raise RefsrError(f"options {sorted(options)} apply to baselines only")
     device = resolve_device(device)
-    model, payload = ckpt.load_model(weights, device)
+    model, payload = ckpt.load_model(weights, device, scale=scale)
     variant = payload.get("variant")
     if name is not None and variant != name:
         raise RefsrError(f"{weights}: checkpoint holds a {variant} network, not {name}")

@@ -6,12 +6,15 @@ for one bad pair: the pair's result carries the one-line problem, and unless ``k
 stops there (the caller turns that into exit status 1). Outputs are written atomically and an existing
 ``NAME_sr.png`` is skipped unless ``overwrite``, so rerunning an interrupted command resumes it; the
 SR image is written *last*, after the intermediates, so its presence means the pair is complete.
+
+``OUT/settings.json`` records what decides the outputs' pixels (:func:`output_settings`), written before
+the first output (:func:`record_settings`); a run under other settings is refused rather than mixed with
+them (:func:`check_settings`), and ``metrics.json`` carries the same record, so it never labels outputs
+with a method that did not make them.
 """
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +26,8 @@ import torch
 from refsr_cli import console
 from refsr_cli.errors import RefsrError
 from refsr_cli.metrics import finite_or_none, mean_of_rows
-from refsr_cli.data.files import atomic_write, write_json
+from refsr_cli.data.files import (PROBE_PREFIX, atomic_write, check_writable_dir, folder_lock, read_json,
+                                  remove_temporaries, write_json)
 from refsr_cli.data.image_io import array_to_tensor, encode_png, read_image, write_image
 from refsr_cli.inference.methods import Method
 from refsr_cli.data.pairs import Pair
@@ -31,7 +35,14 @@ from refsr_cli.inference.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, tiled_infe
 
 MIN_LR_SIDE = 8
 INTERMEDIATES = ("flow", "warped", "depth")
+PAIR_SUFFIXES = ("_sr.png", "_flow.png", "_flow.npy", "_warped.png", "_depth.png", "_depth.npy")
 METRICS_FILE = "metrics.json"
+SETTINGS_FILE = "settings.json"
+# The settings that decide an output's pixels, each with the options that set it (for the messages).
+# Tiling (--tile, --overlap, --batch) and --device only change how the work is split and where it runs.
+SETTING_OPTIONS = {"method": "--method", "scale": "--scale", "weights_digest": "--weights",
+                   "precision": "--half/--bf16", "prealign": "--prealign/--detector",
+                   "geometry": "--baseline/--disparity-range"}
 
 
 @dataclass
@@ -65,17 +76,110 @@ class PairResult:
 
 def check_output_dir(out_dir: Path) -> None:
     """Create ``out_dir`` and prove it writable before any work, so a bad ``--out`` fails in one line."""
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".refsr-probe.", dir=out_dir)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise RefsrError(f"{out_dir}: output directory is not writable ({exc.strerror or exc})") from None
+    check_writable_dir(out_dir, "output directory")
 
 
 def output_path(out_dir: Path, name: str) -> Path:
     return out_dir / f"{name}_sr.png"
+
+
+def pair_files(out_dir: Path, name: str) -> list[Path]:
+    """Every file a pair may write: its SR image and the intermediates of ``--save-*``."""
+    return [out_dir / f"{name}{suffix}" for suffix in PAIR_SUFFIXES]
+
+
+def output_settings(method: Method, prealign: bool = False, detector: str = "sift") -> dict:
+    """What decides the pixels of ``method``'s outputs (the keys of :data:`SETTING_OPTIONS`), plus the
+    weights file for the reader; recorded in ``OUT/settings.json`` and ``OUT/metrics.json``."""
+    from refsr_cli.archs.checkpoint import model_digest
+
+    precision = {torch.float16: "float16", torch.bfloat16: "bfloat16"}.get(method.autocast_dtype, "float32")
+    return {"method": method.name, "scale": method.scale,
+            "weights_digest": model_digest(method.model) if method.model is not None else None,
+            "precision": precision, "prealign": detector if prealign else None,
+            "geometry": _plain(method.forward_options) or None,
+            "weights": os.path.abspath(method.weights) if method.weights else None}
+
+
+def _plain(value):
+    """Forward options as JSON values (tensors → lists, rounded so that the record is stable)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in sorted(value.items())}
+    if isinstance(value, torch.Tensor):
+        value = value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return round(value, 6) if isinstance(value, float) else value
+
+
+def setting_differences(recorded: dict, settings: dict) -> list[str]:
+    """The settings in which ``recorded`` differs from ``settings``, as ``--option old (this run: new)``."""
+    def shown(record: dict, key: str):
+        value = record.get(key)
+        if key == "weights_digest":  # name the file; the digest is what is compared
+            return f"{record.get('weights')} (digest {value})"
+        return {"prealign": "off", "geometry": "read from each pair"}.get(key, "none") if value is None else value
+
+    differing = [key for key in SETTING_OPTIONS if recorded.get(key) != settings.get(key)]
+    if "method" in differing:  # other weights go without saying
+        differing = [key for key in differing if key != "weights_digest"]
+    return [f"{SETTING_OPTIONS[key]} {shown(recorded, key)} (this run: {shown(settings, key)})" for key in differing]
+
+
+def check_settings(out_dir: Path, settings: dict, names: Iterable[str], overwrite: bool = False) -> None:
+    """Before a run of ``settings`` on the pairs ``names``: refuse it if ``out_dir`` is another settings'.
+
+    Every ``NAME_sr.png`` in it must have been made under ``settings.json``'s settings. A run under other
+    settings is refused (the message names what differs) unless ``overwrite`` — also when the folder holds
+    no output yet but a record, which a run writes just before its first output (it may be writing it now).
+    With ``overwrite`` the outputs of the other settings, all of them pairs of this run, are removed and
+    the new record written first, so that a kill during the run cannot leave them under the new record;
+    outputs of pairs outside the run are never replaced, so ``overwrite`` under other settings is refused
+    while there are any. Also clears what a killed run left: the temporaries of ``settings.json`` and
+    ``metrics.json`` (only written under the folder's lock, which is held here) and of the files of the
+    pairs ``names`` (no other run writes them: runs into one folder share out its pairs), and probes.
+    """
+    names = set(names)
+    with folder_lock(out_dir):
+        remove_temporaries(out_dir, {SETTINGS_FILE, METRICS_FILE,
+                                     *(file.name for name in names for file in pair_files(out_dir, name))})
+        # Writability probes, and the lock file of earlier versions (the lock is now the folder itself).
+        for debris in [*out_dir.glob(f"{PROBE_PREFIX}*"), out_dir / ".metrics.lock"]:
+            debris.unlink(missing_ok=True)
+        recorded = read_json(out_dir / SETTINGS_FILE)
+        differences = setting_differences(recorded, settings) if recorded is not None else None
+        if differences == []:
+            return
+        existing = sorted(p for p in out_dir.glob("*_sr.png") if not p.name.startswith("."))
+        if not existing and differences is None:
+            return  # a new folder (or one whose runs all failed): record_settings claims it at the first output
+        made = (f"made with {'; '.join(differences)}" if differences is not None
+                else f"with no record of the settings that made them ({SETTINGS_FILE})")
+        if not overwrite:
+            held = (f"holds {len(existing)} output(s) {made}" if existing
+                    else f"was started with {'; '.join(differences)} ({SETTINGS_FILE}; no output yet)")
+            raise RefsrError(f"{out_dir}: {held}; use another --out, or --overwrite to replace them")
+        outside = [p for p in existing if p.name[:-len("_sr.png")] not in names]
+        if outside:
+            raise RefsrError(f"{out_dir}: holds {len(outside)} output(s) of pairs outside this run (e.g. "
+                             f"{outside[0].name}) {made}; --overwrite would leave them beside this run's "
+                             "outputs: use another --out, or remove them")
+        for path in existing:
+            for file in pair_files(out_dir, path.name[:-len("_sr.png")]):
+                file.unlink(missing_ok=True)
+        write_json(out_dir / SETTINGS_FILE, settings, indent=2)
+
+
+def record_settings(out_dir: Path, settings: dict) -> None:
+    """Record ``settings`` in ``settings.json`` before a run's first output; refuse when another run has
+    recorded others since :func:`check_settings` (two runs of different settings started together)."""
+    with folder_lock(out_dir):
+        recorded = read_json(out_dir / SETTINGS_FILE)
+        if recorded is None:
+            write_json(out_dir / SETTINGS_FILE, settings, indent=2)
+        elif setting_differences(recorded, settings):
+            raise RefsrError(f"{out_dir}: another run has started writing into it with "
+                             f"{'; '.join(setting_differences(recorded, settings))}; use another --out")
 
 
 def quantize(image: torch.Tensor, bits: int, band: int = 256) -> np.ndarray:
@@ -160,8 +264,10 @@ def run_pair(pair: Pair, out_dir: Path, method: Method, *, tile: int = DEFAULT_T
              overlap: int = DEFAULT_OVERLAP, batch: int | None = None, prealign: bool = False,
              detector: str = "sift", overwrite: bool = False, save: Iterable[str] = (),
              metrics_y: bool = False, metrics_crop: int = 0,
-             progress: Callable[[int, int], None] | None = None) -> PairResult:
-    """Process one pair; raises :class:`RefsrError` for its problems (see :func:`infer_pairs`)."""
+             progress: Callable[[int, int], None] | None = None,
+             before_writing: Callable[[], None] | None = None) -> PairResult:
+    """Process one pair; raises :class:`RefsrError` for its problems (see :func:`infer_pairs`).
+    ``before_writing`` is called once the pair is computed, before its first file is written."""
     from refsr_cli.metrics import evaluate
 
     start = time.perf_counter()
@@ -188,6 +294,8 @@ def run_pair(pair: Pair, out_dir: Path, method: Method, *, tile: int = DEFAULT_T
     sr, aux = tiled_inference(method, lr, ref, method.scale, tile=tile, overlap=overlap, batch=batch,
                               aux_keys=wanted, progress=progress)
     del lr, ref
+    if before_writing is not None:
+        before_writing()
     notes += _save_intermediates(out_dir, pair.name, aux, wanted, bits)
     del aux
     array = quantize(sr, bits)
@@ -225,6 +333,16 @@ def infer_pairs(pairs: list[Pair], out_dir: str | os.PathLike, method: Method, *
     """
     out_dir = Path(out_dir)
     check_output_dir(out_dir)
+    settings = output_settings(method, prealign, detector)
+    check_settings(out_dir, settings, [p.name for p in pairs], overwrite)
+    recorded = False
+
+    def claim() -> None:  # settings.json at the first output, so that a run that writes nothing leaves none
+        nonlocal recorded
+        if not recorded:
+            record_settings(out_dir, settings)
+            recorded = True
+
     results: list[PairResult] = []
     with console.progress_bar(f"infer {method.name} ×{method.scale}", len(pairs)) as bar:
         for pair in pairs:
@@ -233,7 +351,7 @@ def infer_pairs(pairs: list[Pair], out_dir: str | os.PathLike, method: Method, *
             try:
                 result = run_pair(pair, out_dir, method, tile=tile, overlap=overlap, batch=batch,
                                   prealign=prealign, detector=detector, overwrite=overwrite, save=save,
-                                  metrics_y=metrics_y, metrics_crop=metrics_crop,
+                                  metrics_y=metrics_y, metrics_crop=metrics_crop, before_writing=claim,
                                   progress=lambda done, total: bar.info(f"{pair.name} tile {done}/{total}"))
             except RefsrError as exc:
                 result = PairResult(pair.name, "failed", None, time.perf_counter() - start, error=str(exc))
@@ -255,34 +373,35 @@ def infer_pairs(pairs: list[Pair], out_dir: str | os.PathLike, method: Method, *
                 break
     scored = [r for r in results if r.metrics]
     if scored:
-        update_metrics_file(out_dir / METRICS_FILE, scored, method)
+        update_metrics_file(out_dir / METRICS_FILE, scored, settings, metrics_y, metrics_crop)
     return results
 
 
-def update_metrics_file(path: Path, results: list[PairResult], method: Method) -> dict:
+def update_metrics_file(path: Path, results: list[PairResult], settings: dict, metrics_y: bool = False,
+                        metrics_crop: int = 0) -> dict:
     """Merge this run's per-pair metrics into ``metrics.json`` (shards and resumed runs add up).
 
-    The read–merge–write runs under an exclusive lock so that array-job shards finishing at the same
-    moment do not drop each other's rows; the write itself is atomic.
+    Rows are merged only with rows of the same settings (:func:`output_settings`) and metric conventions;
+    rows of others are dropped, with a warning when that loses pairs this run did not measure again. The
+    read–merge–write runs under the folder's lock so that array-job shards finishing at the same moment
+    do not drop each other's rows; the write itself is atomic.
     """
-    lock_path = path.with_name(".metrics.lock")
-    with open(lock_path, "a") as lock:
-        try:
-            import fcntl
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        except (ImportError, OSError):  # no flock (Windows, some network filesystems): best effort
-            pass
-        data = {}
-        if path.is_file():
-            try:
-                data = json.loads(path.read_text())
-            except (OSError, ValueError):
-                data = {}
+    conventions = {"y_channel": bool(metrics_y), "crop": int(metrics_crop)}
+    with folder_lock(path.parent):
+        data = read_json(path) or {}
         pairs = data.get("pairs") if isinstance(data.get("pairs"), dict) else {}
+        same = (isinstance(data.get("settings"), dict) and not setting_differences(data["settings"], settings)
+                and data.get("conventions") == conventions)
+        if not same:
+            lost = sorted(set(pairs) - {r.name for r in results})
+            if lost:
+                console.warn(f"{path}: dropped the rows of {len(lost)} pair(s) (e.g. {lost[0]}) measured under "
+                             "other settings or metric conventions; rerun them to measure them again")
+            pairs = {}
         for r in results:
             pairs[r.name] = {k: finite_or_none(v) for k, v in r.metrics.items()}
-        data = {"method": method.name, "scale": method.scale,
-                "weights": str(method.weights) if method.weights else None,
+        data = {"method": settings["method"], "scale": settings["scale"], "weights": settings["weights"],
+                "settings": settings, "conventions": conventions,
                 "pairs": dict(sorted(pairs.items())), "mean": mean_of_rows(pairs.values()),
                 "count": len(pairs)}
         write_json(path, data, indent=2)

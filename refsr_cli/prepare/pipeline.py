@@ -4,10 +4,14 @@ How a run goes (the same for every kind of data):
 
 1. Build the list of *tasks* (one per light field, in a fixed order) and the split (train/test).
 2. Record the run's arguments and task list in ``OUT/.refsr-prepare.partial/manifest.json``. A rerun with
-   the same arguments continues where the last one stopped; different arguments are refused.
+   the same arguments continues where the last one stopped; different arguments are refused while the
+   partial folder holds a finished light field, and replace it when it holds none (a run that failed on
+   its arguments, e.g. a crop larger than the views, must not block the corrected command). A run that
+   fails before finishing any light field removes its partial folder.
 3. Decode/render the tasks in parallel (joblib); each worker writes its light field as a compressed part
    file ``OUT/.refsr-prepare.partial/NNNNNN.h5`` (atomically, so a killed run leaves none half-written).
-   Finished parts are skipped on a rerun.
+   Finished parts are skipped on a rerun. A worker exits as soon as the prepare process is gone, so a
+   killed prepare leaves nothing computing.
 4. Assemble ``OUT/train.h5`` and ``OUT/test.h5`` from the parts in task order (verbatim chunk copies under a
    temporary name, renamed when complete), then delete the partial folder.
 
@@ -19,6 +23,7 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +36,7 @@ from refsr_cli import __version__, console
 from refsr_cli.data import store
 from refsr_cli.prepare import lightfield
 from refsr_cli.errors import RefsrError
-from refsr_cli.data.files import write_json
+from refsr_cli.data.files import read_json, write_json
 
 PARTIAL_DIR = ".refsr-prepare.partial"
 DEFAULT_CROP = (320, 512)
@@ -92,12 +97,36 @@ def _part_path(workdir: Path, index: int) -> Path:
     return workdir / f"{index:06d}.h5"
 
 
-def _work(task: Task, workdir: str, crop) -> tuple[int, str | None]:
+_watched: set[int] = set()
+
+
+def _exit_with(parent: int) -> None:
+    """In a worker process: exit at once when ``parent`` (the prepare process) is gone.
+
+    A worker outlives a parent killed by a signal — it would finish its light field and wait five minutes
+    for more — so a thread of the worker watches for being handed to another parent. Nothing in the main
+    process (``--jobs 1``).
+    """
+    if parent == os.getpid() or parent in _watched:
+        return
+    _watched.add(parent)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.2)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="refsr-exit-with-parent", daemon=True).start()
+
+
+def _work(task: Task, workdir: str, crop, parent: int) -> tuple[int, str | None]:
     """Produce one light field and write its part file. Returns ``(index, error message or None)``.
 
-    Runs in a joblib worker: errors come back as one-line messages (naming the file) rather than
-    exceptions, so the main process decides between failing and ``--skip-bad``.
+    Runs in a joblib worker (that exits with ``parent``, :func:`_exit_with`): errors come back as one-line
+    messages (naming the file) rather than exceptions, so the main process decides between failing and
+    ``--skip-bad``.
     """
+    _exit_with(parent)
     try:
         produced = PRODUCERS[task.kind](task, crop)
         views, disparity = produced if isinstance(produced, tuple) else (produced, None)
@@ -160,15 +189,20 @@ def run_tasks(out: str | os.PathLike, tasks: Sequence[Task], args: dict, attrs: 
 
     workdir.mkdir(exist_ok=True)
     manifest = workdir / "manifest.json"
-    if manifest.exists():
-        try:
-            old = json.loads(manifest.read_text())
-        except ValueError:
-            old = None
-        if old is not None and old.get("digest") != digest:
-            raise RefsrError(f"{workdir}: holds an interrupted run with different arguments or input "
-                             f"({_describe_difference(old.get('args', {}), args)} differ); rerun the original "
-                             f"command to finish it, or delete that folder to start over")
+    finished = sorted(workdir.glob("[0-9]*.h5"))
+    old = read_json(manifest)
+    if old is None and finished:
+        # Parts count only under the manifest of their run (written before any part): these are strays.
+        for part in finished:
+            part.unlink()
+        finished = []
+    if old is not None and old.get("digest") != digest:
+        if finished:
+            raise RefsrError(f"{workdir}: holds {len(finished)} finished light field(s) of an interrupted run "
+                             f"with different arguments or input ({_describe_difference(old.get('args', {}), args)}"
+                             f" differ); rerun that command to finish it, or delete that folder to start over")
+        console.notice(f"{out}: replacing an interrupted run with other arguments that finished no light field")
+    elif old is not None:
         console.notice(f"{out}: resuming an interrupted run")
     write_json(manifest, {**record, "digest": digest}, sort_keys=True, indent=1)
     for stale in workdir.glob(".*.tmp"):  # left by a worker killed mid-write
@@ -179,29 +213,34 @@ def run_tasks(out: str | os.PathLike, tasks: Sequence[Task], args: dict, attrs: 
     pending = [t for t in tasks if t.index not in done]
     errors: dict[int, str] = {}
     n_jobs = _resolve_jobs(jobs)
-    if pending:
-        if done:
-            console.notice(f"{len(done)} of {total} light fields already done; {len(pending)} to go")
-        parallel = Parallel(n_jobs=min(n_jobs, len(pending)), return_as="generator", batch_size=1)
-        results = parallel(delayed(_work)(t, str(workdir), crop) for t in pending)
-        count = len(done)
-        with console.progress_bar("prepare", total) as bar:
-            bar.advance(len(done))
-            try:
-                for index, error in results:
-                    count += 1
-                    bar.advance()
-                    if error is not None:
-                        if not skip_bad:
-                            raise RefsrError(error)
-                        console.warn(f"skipped: {error}")
-                        errors[index] = error
-                    if progress is not None:
-                        progress(count, total)
-            finally:
-                close = getattr(results, "close", None)
-                if close is not None:
-                    close()  # stop the workers promptly on an error or an interrupt
+    try:
+        if pending:
+            if done:
+                console.notice(f"{len(done)} of {total} light fields already done; {len(pending)} to go")
+            parallel = Parallel(n_jobs=min(n_jobs, len(pending)), return_as="generator", batch_size=1)
+            results = parallel(delayed(_work)(t, str(workdir), crop, os.getpid()) for t in pending)
+            count = len(done)
+            with console.progress_bar("prepare", total) as bar:
+                bar.advance(len(done))
+                try:
+                    for index, error in results:
+                        count += 1
+                        bar.advance()
+                        if error is not None:
+                            if not skip_bad:
+                                raise RefsrError(error)
+                            console.warn(f"skipped: {error}")
+                            errors[index] = error
+                        if progress is not None:
+                            progress(count, total)
+                finally:
+                    close = getattr(results, "close", None)
+                    if close is not None:
+                        close()  # stop the workers promptly on an error or an interrupt
+    except BaseException:
+        if not any(workdir.glob("[0-9]*.h5")):      # nothing to resume: nothing to keep
+            shutil.rmtree(workdir, ignore_errors=True)
+        raise
 
     # Every light field of a store must have the same size; the first good one (in order) sets it.
     reference = None

@@ -33,6 +33,7 @@ _COMMON = {
     "checkpoint_every": 1000,
     "log_every": 50,
     "val_every": 5000,
+    "val_holdout": "auto",         # without --val: items of each store validated on, never trained on
     "workers": 2,
     "model_size": "paper",
     "init": None,                  # checkpoint whose weights start the run (e.g. a flow pre-training)
@@ -76,6 +77,12 @@ def resolve_config(variant: str, toml: dict | None = None, **flags) -> dict:
                 config[key].update(value)
             else:
                 config[key] = value
+    for key in ("iters", "batch", "checkpoint_every", "val_every", "log_every"):
+        if isinstance(config[key], bool) or not isinstance(config[key], int) or config[key] < 1:
+            raise RefsrError(f"{key} must be a positive integer, not {config[key]!r}")
+    holdout = config["val_holdout"]
+    if holdout != "auto" and (isinstance(holdout, bool) or not isinstance(holdout, int) or holdout < 0):
+        raise RefsrError(f"val_holdout must be 'auto' or an integer ≥ 0, not {holdout!r}")
     if config["model_size"] not in ("paper", "tiny"):
         raise RefsrError(f"model_size must be 'paper' or 'tiny', not {config['model_size']!r}")
     terms = spec(variant).recipe.loss_terms

@@ -7,11 +7,15 @@ no saved state; the model, optimiser, schedule and the torch RNG are saved in ``
 
 Run folder ``RUN/``::
 
-    config.json      the resolved configuration (preset ← --config TOML ← flags)
+    config.json      the resolved configuration (preset ← --config TOML ← flags), its stores and what it
+                     validates on; written when the run starts (a resume must match it)
     last.pt          training state (model, optimiser, schedule, RNG, iteration) — for resume
     model.pt         the latest model checkpoint (refsr checkpoint format; `infer --weights`)
-    best.pt          the best model checkpoint by validation PSNR (when --val is given)
+    best.pt          the best model checkpoint by validation PSNR
     log.jsonl        one JSON object per logged step / validation
+
+A resumed run first removes what a killed one leaves: temporaries of these files and the log records past
+the iteration it resumes from (they are logged again).
 """
 from __future__ import annotations
 
@@ -32,7 +36,8 @@ from contextlib import nullcontext
 from refsr_cli import console
 from refsr_cli.archs import build_model, spec
 from refsr_cli.archs.checkpoint import checkpoint_dict, save_checkpoint
-from refsr_cli.data.files import atomic_write, write_json
+from refsr_cli.data.files import atomic_write, check_writable_dir, remove_temporaries, write_json
+from refsr_cli.data.store import read_digest
 from refsr_cli.errors import RefsrError
 from refsr_cli.training.config import loss_weights, model_kwargs, uses_loss
 from refsr_cli.training.initialise import initialise
@@ -57,7 +62,7 @@ class RangeSampler(Sampler):
         return max(0, self.stop - self.start)
 
 
-def training_dataset(config: dict, run_dir: Path | None = None):
+def training_dataset(config: dict, run_dir: Path | None = None, skip_bad: bool = False):
     from refsr_cli.data.training_samples import open_training_data
 
     return open_training_data(config["data"], scale=config["scale"], crop=config["crop"],
@@ -65,7 +70,38 @@ def training_dataset(config: dict, run_dir: Path | None = None):
                               parallax_shift=config["parallax_shift"], flips=config["flips"],
                               seed=config["seed"], mix=config.get("mix"),
                               landmarks=uses_loss(config, "landmark"),
-                              cache_dir=run_dir, flow=uses_loss(config, "flow"))
+                              cache_dir=run_dir, flow=uses_loss(config, "flow"),
+                              holdout=config.get("val_holdout", 0), skip_bad=skip_bad)
+
+
+def _tell_validation(config: dict, run_dir: Path) -> None:
+    validation = config["validation"]
+    if validation["kind"] == "holdout":
+        count = sum(len(names) for names in validation["items"].values())
+        console.notice(f"validating on {count} item(s) held out of the training data ({run_dir / 'config.json'})")
+    elif validation["kind"] == "none" and config["val_holdout"] == "auto":
+        console.notice("no validation: no readable item to hold out of the training data (a store of one light "
+                       "field or pair); give --val for a best.pt")
+
+
+def _store_record(path) -> dict:
+    """What identifies a store in a run's record: where it is and, for a prepared one, what made it."""
+    return {"path": str(Path(path).resolve()), "prepare_digest": read_digest(path)}
+
+
+def _validation(val, config: dict, dataset, skip_bad: bool) -> tuple[list | None, dict]:
+    """The validation pairs and the run's record of them: ``val``'s store, else the items held out of the
+    training stores, else none."""
+    if val:
+        skipped = [] if skip_bad else None
+        pairs = _validation_pairs(val, config, skipped)
+        for message in skipped or []:
+            console.warn(f"skipped unreadable validation pair: {message}")
+        return pairs or None, {"kind": "store", "store": _store_record(val)}
+    pairs = dataset.validation_pairs()
+    if pairs:
+        return pairs, {"kind": "holdout", "items": dataset.held_out_names()}
+    return None, {"kind": "none"}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -101,11 +137,20 @@ def _device(name: str | None, rank: int) -> torch.device:
     return device
 
 
-_ESSENTIAL = ("variant", "scale", "model_size", "model", "seed", "batch", "crop")
+# Settings that say how a run is kept, not what it computes: a resumed run may change them.
+_BOOKKEEPING = {"checkpoint_every", "log_every", "workers"}
+# How a command spelled its stores (a prepare folder, a relative path); what they are is in "stores" and
+# "validation", which are compared instead.
+_SPELLING = {"data", "val"}
 
 
 def _check_resumable(run_dir: Path, config: dict) -> dict | None:
-    """The saved training state, after checking it belongs to the same run; ``None`` for a new run."""
+    """The saved training state, after checking it belongs to the same run; ``None`` for a new run.
+
+    Every setting must match the saved run's (but :data:`_BOOKKEEPING`): a run folder is never continued
+    under other data, another schedule or other validation, whose iterations its record would then
+    misdescribe.
+    """
     state_path = run_dir / "last.pt"
     if not state_path.exists():
         return None
@@ -113,21 +158,56 @@ def _check_resumable(run_dir: Path, config: dict) -> dict | None:
         state = torch.load(state_path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise RefsrError(f"{state_path}: unreadable training state ({type(exc).__name__})") from None
-    saved = state["config"]
-    for key in _ESSENTIAL:
-        if saved.get(key) != config.get(key):
-            what = "scale mismatch" if key == "scale" else f"{key} differs"
-            raise RefsrError(f"{run_dir}: cannot resume — {what} (run has {saved.get(key)!r}, "
-                             f"this command {config.get(key)!r}); use another --out")
+    saved, current = state["config"], json.loads(json.dumps(config))
+    # A key that a run saved by an earlier refsr lacks is not compared.
+    differ = [key for key in saved if key not in _BOOKKEEPING | _SPELLING and saved[key] != current.get(key)]
+    if differ:
+        what = "; ".join(f"{_WORDING.get(key, f'{key} differs')} (run has {_short(saved[key])}, this command "
+                         f"{_short(current.get(key))})" for key in differ[:3])
+        raise RefsrError(f"{run_dir}: cannot resume — {what}; use another --out")
     return state
 
 
+_WORDING = {"scale": "scale mismatch", "stores": "stores differ"}
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 100 else text[:99] + "…"
+
+
+_RUN_FILES = ("last.pt", "model.pt", "best.pt", "config.json", "log.jsonl", "landmarks.npz")
+
+
+def _clear_debris(run_dir: Path, resumed_at: int | None) -> None:
+    """Remove what a killed run left: temporaries of the run's files, and the log records past the saved
+    state this run continues from (``None``: a new run, whose folder held no saved state — all of them)."""
+    remove_temporaries(run_dir, _RUN_FILES)
+    log = run_dir / "log.jsonl"
+    if not log.exists():
+        return
+    kept = []
+    for line in log.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:      # the torn last line of a killed writer
+            continue
+        if resumed_at is not None and isinstance(record, dict) and record.get("iter", 0) <= resumed_at:
+            kept.append(line + "\n")
+    if kept:
+        atomic_write(log, lambda tmp: tmp.write_text("".join(kept)))
+    else:
+        log.unlink()
+
+
 def train(config: dict, out: str | os.PathLike, device: str | None = None, val: str | None = None,
-          vgg: str | None = None, max_iters_this_call: int | None = None) -> TrainResult:
+          vgg: str | None = None, max_iters_this_call: int | None = None, skip_bad: bool = False) -> TrainResult:
     """Train ``config["variant"]`` into run folder ``out``; resumes when ``out/last.pt`` exists.
 
-    ``max_iters_this_call`` stops early (for tests of interruption); the schedule still spans
-    ``config["iters"]``.
+    Validation: on the store ``val``, else on ``config["val_holdout"]`` items of each training store, held
+    out of training (:func:`refsr_cli.data.training_samples.held_out_items`). ``skip_bad``: leave out samples
+    whose data cannot be read, with a warning each. ``max_iters_this_call`` stops early (for tests of
+    interruption); the schedule still spans ``config["iters"]``.
     """
     run_dir = Path(out)
     rank, world = _distributed()
@@ -135,6 +215,11 @@ def train(config: dict, out: str | os.PathLike, device: str | None = None, val: 
     torch.manual_seed(config["seed"])
     config = dict(config)
     config["data"] = [str(p) for p in (config["data"] if isinstance(config["data"], list) else [config["data"]])]
+    if val:
+        config["val_holdout"] = 0       # a validation store takes the place of the hold-out
+    dataset = training_dataset(config, run_dir, skip_bad)
+    config["stores"] = [_store_record(source.store.path) for source in dataset.sources]
+    val_pairs, config["validation"] = _validation(val, config, dataset, skip_bad)
     state = _check_resumable(run_dir, config)
 
     recipe = spec(config["variant"]).recipe
@@ -148,11 +233,10 @@ def train(config: dict, out: str | os.PathLike, device: str | None = None, val: 
         context.perceptual = VGGPerceptual(vgg).to(dev)
     elif "perceptual" in recipe.loss_terms and rank == 0:
         console.notice(f"{config['variant']} perceptual (VGG-19) term is off: no --vgg weights file given")
-    dataset = training_dataset(config, run_dir)
-    val_pairs = _validation_pairs(val, config) if val else None
     plateau = PlateauRule.from_config(config["plateau"])
     if plateau is not None and val_pairs is None:
-        raise RefsrError("[plateau] watches the validation PSNR: give --val")
+        raise RefsrError("[plateau] watches the validation PSNR: give --val (or hold out validation items "
+                         "of a store with several: --val-holdout N)")
 
     model = build_model(config["variant"], **model_kwargs(config)).to(dev)
     if dev.type == "cuda":
@@ -179,9 +263,12 @@ def train(config: dict, out: str | os.PathLike, device: str | None = None, val: 
         if rank == 0:
             console.notice(f"resuming {run_dir} at iteration {start}")
     if rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        public = {k: v for k, v in config.items()}
-        write_json(run_dir / "config.json", public, indent=2)
+        check_writable_dir(run_dir, "run folder")
+        _clear_debris(run_dir, start if state is not None else None)
+        if state is None or not (run_dir / "config.json").exists():
+            write_json(run_dir / "config.json", config, indent=2)
+        if state is None:
+            _tell_validation(config, run_dir)
     # Multi-scale models (MDSR's per-scale heads, the coarsest stages at ×4) leave parameters unused
     # in a step; DDP must know, or its gradient reduction waits for them forever.
     net = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
@@ -238,7 +325,15 @@ def train(config: dict, out: str | os.PathLike, device: str | None = None, val: 
         data_iter = iter(loader)
         while iteration < stop:
             t0 = time.perf_counter()
-            batch = next(data_iter)
+            try:
+                batch = next(data_iter)
+            except RefsrError as exc:
+                # Raised in a DataLoader worker, it comes back with the worker's traceback in its message,
+                # whose last line is "module.Class: message".
+                lines = str(exc).strip().splitlines()
+                if len(lines) > 1:
+                    raise type(exc)(lines[-1].split(": ", 1)[-1]) from None
+                raise
             batch = {k: (v.to(dev, non_blocking=True) if isinstance(v, torch.Tensor) else v)
                      for k, v in batch.items()}
             t1 = time.perf_counter()
@@ -278,6 +373,8 @@ def train(config: dict, out: str | os.PathLike, device: str | None = None, val: 
                             plateau)
     if writer is not None:
         writer.close()
+    if dataset.skipped and rank == 0:
+        console.notice(f"{len(dataset.skipped)} unreadable sample(s) skipped (--skip-bad)")
     if world > 1:
         dist.barrier()
     return TrainResult(run_dir, run_dir / "model.pt", iteration, best)
@@ -331,12 +428,11 @@ def _tensorboard(run_dir: Path):
     return SummaryWriter(str(run_dir / "tb"))
 
 
-def _validation_pairs(path: str, config: dict) -> list:
+def _validation_pairs(path: str, config: dict, skipped: list[str] | None = None) -> list:
     from refsr_cli.data.lightfield_dataset import iter_test_pairs
 
-
     k = config["views"][0] if isinstance(config["views"], (list, tuple)) else 1
-    return list(iter_test_pairs(path, config["scale"], k))
+    return list(iter_test_pairs(path, config["scale"], k, skipped=skipped))
 
 
 @torch.inference_mode()
