@@ -51,13 +51,13 @@ def main() -> None:
 
     estimate()                                          # imports and first-call costs
     geometry_s = _median_time(estimate, args.repeats)
-    print(f"geometry estimate: {geometry_s:.2f} s ({estimate().describe()})")
+    print(f"geometry estimate: {geometry_s:.3f} s ({estimate().describe()})")
     networks = {}
     for name in variants():
         if shipped_weights(name, args.scale) is None:
             continue
         method = load_method(name, args.scale)
-        method.forward_options = {"baseline": (1.0, 0.0)} if method.estimates_geometry else {}
+        method.forward_options = {"baseline": (1.0, 0.0)} if method.recipe.pair_options is not None else {}
         method(lr, ref)                                 # warm-up
         networks[name] = _median_time(lambda: method(lr, ref), args.repeats)
         print(f"{name:11s} ×{args.scale} on {args.size}×{args.size}: {networks[name]:.2f} s")

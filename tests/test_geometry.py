@@ -70,7 +70,8 @@ def test_crossmpi_sweeps_the_estimated_geometry_unless_it_is_given():
     lr = downscale(target, 4).clamp(0, 1)
     torch.manual_seed(0)
     method = Method.from_model(build_model("crossmpi", **spec("crossmpi").tiny), scale=4)
-    g = method.bind_pair(lr, ref)
+    assert method.bind_pair(lr, ref) is ref            # Cross-MPI sweeps: its reference is not moved
+    g = method.geometry
     assert g is not None and g.direction[0] > 0.99
     baseline, planes = method.pair_options["baseline"], method.pair_options["disparities"]
     assert baseline == pytest.approx(g.direction)
@@ -81,13 +82,34 @@ def test_crossmpi_sweeps_the_estimated_geometry_unless_it_is_given():
     assert sr.shape == target.shape
     # Given geometry (flags, a light field's known baseline) is used as it is: nothing is estimated.
     method.forward_options = {"baseline": (1.0, 1.0)}
-    assert method.bind_pair(lr, ref) is None and method.pair_options == {}
+    method.bind_pair(lr, ref)
+    assert method.geometry is None and method.pair_options == {}
     # A single-image network reads no geometry.
     mdsr = Method.from_model(build_model("mdsr", **spec("mdsr").tiny), scale=4)
-    assert mdsr.bind_pair(lr, ref) is None
+    assert mdsr.bind_pair(lr, ref) is ref and mdsr.geometry is None
 
 
-def test_infer_prints_and_records_the_estimated_geometry(tmp_path):
+@pytest.mark.parametrize("variant", ["crossnet", "refsrnet"])
+def test_a_bounded_search_gets_its_reference_centred_on_the_pairs_displacement(variant):
+    """target(p) = ref(p + (23, -6)): the reference handed to the network is ref shifted by that much."""
+    target, ref = _pair(23.0, -6.0, 128, 192)
+    lr = downscale(target, 4).clamp(0, 1)
+    torch.manual_seed(0)
+    method = Method.from_model(build_model(variant, **spec(variant).tiny), scale=4)
+    centred = method.bind_pair(lr, ref)
+    dx, dy = method.reference_shift             # whole pixels; the LR (32×48) resolves a quarter of one
+    assert abs(dx - 23) <= 1 and abs(dy + 6) <= 1 and method.pair_options == {}
+    assert torch.equal(centred, shift(ref, float(dx), float(dy)))
+    inner = (..., slice(8, -16), slice(8, -32))          # away from the clamped border
+    assert (centred - target)[inner].abs().mean() < 0.25 * (ref - target)[inner].abs().mean()
+    # A given shift replaces the estimate, and nothing is estimated.
+    method.given_shift = (0, 0)
+    assert method.bind_pair(lr, ref) is ref and method.geometry is None
+
+
+def _infer(tmp_path, variant: str, dx: float, width: int):
+    """``(invoke, args)``: a pair displaced by ``(dx, 0)`` and a tiny untrained ``variant`` checkpoint on
+    disk; ``invoke(*extra, out=NAME)`` runs ``refsr infer … --json`` and returns (result, its JSON line)."""
     import json
 
     from click.testing import CliRunner
@@ -96,17 +118,44 @@ def test_infer_prints_and_records_the_estimated_geometry(tmp_path):
     from refsr_cli.cli import main
     from refsr_cli.data.image_io import write_image
 
-    target, ref = _pair(10.0, 0.0, 128, 160)
+    target, ref = _pair(dx, 0.0, 128, width)
     write_image(tmp_path / "pairs" / "a_lr.png", downscale(target, 4).clamp(0, 1)[0])
     write_image(tmp_path / "pairs" / "a_ref.png", ref[0])
     torch.manual_seed(0)
-    weights = save_checkpoint(tmp_path / "cmpi.pt", build_model("crossmpi", **spec("crossmpi").tiny), 4)
+    weights = save_checkpoint(tmp_path / f"{variant}.pt", build_model(variant, **spec(variant).tiny), 4)
     args = ["infer", str(tmp_path / "pairs"), "--scale", "4", "--weights", str(weights), "--json"]
-    result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "sr")])
+
+    def invoke(*extra, out):
+        result = CliRunner().invoke(main, [*args, *extra, "--out", str(tmp_path / out)])
+        lines = [json.loads(x) for x in result.output.splitlines() if x.startswith("{")]
+        return result, (lines[0] if lines else None)
+
+    return invoke, args
+
+
+def test_infer_prints_and_records_the_estimated_geometry(tmp_path):
+    invoke, _ = _infer(tmp_path, "crossmpi", 10.0, 160)
+    result, line = invoke(out="sr")
     assert result.exit_code == 0, result.output
     assert "geometry read from the pair: parallax along (+1.00" in result.output
-    line = json.loads([x for x in result.output.splitlines() if x.startswith("{")][0])
     assert line["geometry"]["direction"][0] > 0.99 and line["geometry"]["span"][0] < 10.5 < line["geometry"]["span"][1] + 1.5
     # Flags override the estimate: nothing is estimated or recorded.
-    result = CliRunner().invoke(main, [*args, "--baseline", "1", "0", "--out", str(tmp_path / "sr2")])
+    result, _ = invoke("--baseline", "1", "0", out="sr2")
     assert result.exit_code == 0 and "geometry" not in result.output
+
+
+def test_infer_centres_the_reference_and_a_given_shift_overrides_it(tmp_path):
+    from click.testing import CliRunner
+
+    from refsr_cli.cli import main
+
+    invoke, args = _infer(tmp_path, "crossnet", 20.0, 192)
+    result, line = invoke(out="sr")
+    assert result.exit_code == 0, result.output
+    assert "reference shifted by (+" in result.output
+    assert abs(line["geometry"]["reference_shift"][0] - 20) <= 1
+    result, _ = invoke("--reference-shift", "0", "0", out="sr2")
+    assert result.exit_code == 0 and "geometry" not in result.output and "shifted" not in result.output
+    result = CliRunner().invoke(main, [*args[:4], "--method", "mdsr", "--reference-shift", "1", "0",
+                                       "--out", str(tmp_path / "sr3")])
+    assert result.exit_code == 2 and "--reference-shift applies to the" in result.output

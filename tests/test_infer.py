@@ -304,3 +304,21 @@ def test_crossmpi_plane_sweep_geometry_options(tmp_path):
     bad = CliRunner().invoke(main, ["--quiet", "infer", str(pairs), "--scale", "4", "--method", "bicubic",
                                     "--out", str(tmp_path / "b"), "--baseline", "1", "0"])
     assert bad.exit_code == 2
+
+
+def test_a_networks_output_is_back_projected_onto_its_lr():
+    """Every network's output downscales to (nearly) its own LR; an untrained tiny network's does not."""
+    from refsr_cli.archs import build_model, spec
+    from refsr_cli.inference import BACK_PROJECTION
+    from refsr_cli.inference.methods import Method
+    from refsr_cli.ops.resize import downscale
+
+    torch.manual_seed(0)
+    lr = torch.rand(1, 3, 16, 16)
+    ref = torch.rand(1, 3, 64, 64)
+    method = Method.from_model(build_model("crossnet", **spec("crossnet").tiny), scale=4)
+    assert method.back_projection == BACK_PROJECTION > 0
+    sr, _ = method(lr, ref)
+    method.back_projection = 0
+    raw, _ = method(lr, ref)
+    assert (downscale(sr, 4) - lr).abs().mean() < 0.5 * (downscale(raw, 4) - lr).abs().mean()

@@ -38,12 +38,16 @@ class Recipe:
         pair_options: ``(model, geometry) -> forward options`` for a pair whose geometry is known or given
             (``geometry``: ``baseline`` ``(bx, by)``, optionally ``disparity_range`` ``(lo, hi)`` in HR px);
             ``None``: the variant takes no geometry.
+        centre_reference: the variant's correspondence is a bounded search around zero displacement (a
+            flow network's trained range, a matching window): at inference the reference is first shifted
+            by the pair's median displacement (whole pixels), so that what is left to find is centred.
     """
 
     preset: dict = field(default_factory=dict)
     losses: tuple[str, ...] = ()
     forward_keys: tuple[str, ...] = ()
     pair_options: Callable[[nn.Module, dict], dict] | None = None
+    centre_reference: bool = False
 
     @property
     def loss_terms(self) -> tuple[str, ...]:

@@ -146,7 +146,7 @@ def crop_flow_pyramid(flows: list[torch.Tensor], size) -> list[torch.Tensor]:
           tiny={"width": 0.0625, "features": 8},
           # The paper: Charbonnier, Adam 1e-4, ×0.1 after 150k of 200k iterations, parallax ±15 px. Its flows
           # can be supervised by the true flow ("flow") and its warped reference by the warping loss.
-          recipe=Recipe(preset={"loss": {"charbonnier": 1.0}}, losses=("warping", "flow")))
+          recipe=Recipe(preset={"loss": {"charbonnier": 1.0}}, losses=("warping", "flow"), centre_reference=True))
 class CrossNet(CrossNetBase):
     """CrossNet.
 

@@ -30,7 +30,7 @@ from refsr_cli.ops.warp import backward_warp, crop_to
           recipe=Recipe(preset={"loss": {"charbonnier": 1.0, "warping": 1.0, "landmark": 0.01},
                                 "stages": [{"until": 0.25,
                                             "loss": {"charbonnier": 0.0, "warping": 1.0, "landmark": 0.01}}]},
-                        losses=("warping", "flow", "landmark")))
+                        losses=("warping", "flow", "landmark"), centre_reference=True))
 class CrossNetPP(CrossNetBase):
     """CrossNet++.
 

@@ -192,7 +192,7 @@ class SSNet(nn.Module):
           # CC-Net's matching trained as classification ("ccnet": against the best HR match; "flow": against
           # the true flow), SS-Net with a pixel loss.
           recipe=Recipe(preset={"loss": {"l1": 1.0, "ccnet": 0.1}, "crop": [160, 160], "batch": 4},
-                        losses=("flow", "ccnet")))
+                        losses=("flow", "ccnet"), centre_reference=True))
 class RefSRNet(RefSRModel):
     """RefSR-Net = CC-Net + SS-Net.
 

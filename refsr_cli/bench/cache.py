@@ -87,9 +87,10 @@ def compute_unit(plan: MethodPlan, scale: int, device: str, lr: torch.Tensor, re
 
 def _timed(method, lr: torch.Tensor, ref: torch.Tensor):
     start = time.perf_counter()
+    ref = ref[None]
     if hasattr(method, "bind_pair"):        # reading the pair's geometry is part of the method's time
-        method.bind_pair(lr[None], ref[None])
-    result = method(lr[None], ref[None])
+        ref = method.bind_pair(lr[None], ref)
+    result = method(lr[None], ref)
     if method.device.type == "cuda":
         torch.cuda.synchronize(method.device)
     return time.perf_counter() - start, result

@@ -1,8 +1,9 @@
 """Which method runs at which scale with which weights, and the digest that keys its cached results.
 
-``digest`` is the SHA-256 of the checkpoint file for a network (with the pair-geometry estimator's source
-for a variant that reads it) and of the baseline's source file and options for a baseline, so a changed
-checkpoint, estimator or baseline is never served stale results.
+``digest`` is the SHA-256 of the checkpoint file for a network (with the back-projection and reference
+centring it gets, and the pair-geometry estimator's source for a variant that reads it) and of the
+baseline's source file and options for a baseline, so a changed checkpoint, estimator or baseline is never
+served stale results.
 """
 from __future__ import annotations
 
@@ -54,16 +55,19 @@ def _baseline_digest(name: str, options: dict) -> str:
 
 
 def _network_digest(variant: str, path: str | os.PathLike) -> str:
-    """Hash of the checkpoint; for a variant that reads each pair's geometry, also of the estimator's
-    source, so that editing the estimator invalidates exactly the results that depend on it."""
+    """Hash of the checkpoint and of what the inference around it does (back-projection, a centred
+    reference); for a variant that reads each pair's geometry, also of the estimator's source, so that
+    editing the estimator invalidates exactly the results that depend on it."""
     from refsr_cli.archs import spec
-    from refsr_cli.ops import geometry
+    from refsr_cli.inference import BACK_PROJECTION
+    from refsr_cli.ops import block_match, geometry
 
-    digest = file_digest(path)
-    if spec(variant).recipe.pair_options is None:
-        return digest
-    h = hashlib.sha256(digest.encode())
-    h.update(Path(inspect.getsourcefile(geometry)).read_bytes())
+    recipe = spec(variant).recipe
+    h = hashlib.sha256(f"{file_digest(path)}:back-projection={BACK_PROJECTION}:"
+                       f"centre-reference={recipe.centre_reference}".encode())
+    if recipe.pair_options is not None or recipe.centre_reference:
+        for module in (geometry, block_match):
+            h.update(Path(inspect.getsourcefile(module)).read_bytes())
     return h.hexdigest()[:12]
 
 

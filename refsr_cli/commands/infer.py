@@ -9,6 +9,7 @@ import click
 from refsr_cli import console
 from refsr_cli.commands import StageCommand
 from refsr_cli.errors import RefsrError
+from refsr_cli.inference import BACK_PROJECTION
 
 BASELINE_SCALES = tuple(range(2, 17))
 
@@ -66,11 +67,18 @@ def _fmt_metrics(metrics: dict | None) -> str:
 @click.option("--disparity-range", nargs=2, type=float, default=None, metavar="LO HI",
               help="Cross-MPI: disparity span (output px along --baseline) of its planes. Default: read "
                    "from each pair, or 0 20 with --baseline alone.")
+@click.option("--reference-shift", nargs=2, type=int, default=None, metavar="DX DY",
+              help="CrossNet, CrossNet++, RefSR-Net: shift the reference by (DX, DY) HR px before the network "
+                   "(ref(p + (DX, DY)) lands on p; 0 0 = no shift). Default: the pair's median displacement, "
+                   "read from each pair (printed and in the JSON line).")
+@click.option("--back-projection", type=click.IntRange(min=0), default=None, metavar="N",
+              help=f"Rounds of back-projection onto the LR applied to a network's output (default "
+                   f"{BACK_PROJECTION}; 0 = the network's raw output). Baselines keep their own.")
 @click.option("--y-channel", is_flag=True, help="Metrics on the Y channel (BT.601) instead of RGB.")
 @click.option("--crop", "metrics_crop", type=click.IntRange(min=0), default=0, help="Metrics border crop (px).")
 def command(source, scale, out, method, weights, prealign, detector, tile, overlap, batch, device, half, bf16,
             overwrite, save_flow, save_warped, save_depth, as_json, keep_going, shard, baseline, disparity_range,
-            y_channel, metrics_crop):
+            reference_shift, back_projection, y_channel, metrics_crop):
     """Super-resolve LR/Ref pairs: SOURCE is a folder or a CSV file.
 
     \b
@@ -154,9 +162,9 @@ def command(source, scale, out, method, weights, prealign, detector, tile, overl
         console.notice(f"shard {shard_kn[0]}/{shard_kn[1]}: {len(pairs)} pair(s)")
     the_method = load_method(method, scale, weights=weights, device=run_device,
                              half="bf16" if bf16 else ("fp16" if half else False))
-    if baseline or disparity_range:
-        from refsr_cli.archs import spec, variants
+    from refsr_cli.archs import spec, variants
 
+    if baseline or disparity_range:
         recipe = spec(the_method.name).recipe if the_method.model is not None else None
         if recipe is None or recipe.pair_options is None:
             sweeping = [v for v in variants() if spec(v).recipe.pair_options is not None]
@@ -165,6 +173,13 @@ def command(source, scale, out, method, weights, prealign, detector, tile, overl
         if disparity_range:
             geometry["disparity_range"] = tuple(disparity_range)
         the_method.forward_options = recipe.geometry_options(the_method.model, geometry)
+    if reference_shift is not None:
+        if the_method.recipe is None or not the_method.recipe.centre_reference:
+            centring = [v for v in variants() if spec(v).recipe.centre_reference]
+            raise click.UsageError(f"--reference-shift applies to the {', '.join(centring)} methods only")
+        the_method.given_shift = tuple(reference_shift)
+    if back_projection is not None and the_method.model is not None:
+        the_method.back_projection = back_projection
     console.notice(f"{len(pairs)} pair(s), {the_method.name} ×{scale} on {the_method.device}"
                    + (f" ({the_method.weights})" if the_method.weights else ""))
 

@@ -26,6 +26,8 @@ import torch.nn as nn
 
 from refsr_cli import console
 from refsr_cli.errors import RefsrError
+from refsr_cli.inference import BACK_PROJECTION
+from refsr_cli.ops.resize import back_project
 from refsr_cli.ops.warp import pad_bottom_right
 
 
@@ -103,6 +105,12 @@ class Method:
         self.recipe = recipe
         self.pair_options: dict = {}
         self.geometry = None
+        # (dx, dy) whole HR pixels: the reference shift that replaces the estimated one (centre_reference).
+        self.given_shift: tuple[int, int] | None = None
+        self.reference_shift = (0, 0)
+        # A network's output is back-projected onto its LR (ops.resize.back_project): on real pairs the
+        # networks put reference content where the LR says it is not. Baselines keep their own rules.
+        self.back_projection = BACK_PROJECTION if model is not None else 0
 
     # -- construction ------------------------------------------------------------------------------
     @classmethod
@@ -124,27 +132,47 @@ class Method:
     # -- running -----------------------------------------------------------------------------------
     @property
     def estimates_geometry(self) -> bool:
-        """True when the variant's recipe turns a pair's geometry into forward options."""
-        return self.recipe is not None and self.recipe.pair_options is not None
+        """True when the variant's recipe uses a pair's geometry: forward options, a centred reference."""
+        return self.recipe is not None and (self.recipe.pair_options is not None or self.recipe.centre_reference)
 
-    def bind_pair(self, lr: torch.Tensor, ref: torch.Tensor | None):
-        """Read the geometry of the pair ``(lr, ref)`` (whole images, before any tiling) for the calls that
-        follow, when this method uses one and none was given (:mod:`refsr_cli.ops.geometry`).
+    @property
+    def geometry_given(self) -> bool:
+        """The user or the data gave what the recipe would read from the pair: nothing to estimate."""
+        sweep_given = self.recipe.pair_options is None or bool(self.forward_options)
+        shift_given = not self.recipe.centre_reference or self.given_shift is not None
+        return sweep_given and shift_given
 
-        Returns the :class:`~refsr_cli.ops.geometry.PairGeometry`, or ``None`` (not needed, given, or no
-        estimate: too few consistent matches — the network then runs with its trained defaults).
+    def bind_pair(self, lr: torch.Tensor, ref: torch.Tensor | None) -> torch.Tensor | None:
+        """Prepare the calls that follow for the pair ``(lr, ref)`` (whole images, before any tiling): read
+        its geometry (:mod:`refsr_cli.ops.geometry`) when the recipe uses one and none was given.
+
+        Returns the reference those calls take: ``ref`` itself, or for a recipe that centres it, ``ref``
+        shifted by the pair's median displacement in whole pixels (``given_shift`` when set), so that the
+        displacement left to the network is centred on zero. Sets ``geometry`` (the
+        :class:`~refsr_cli.ops.geometry.PairGeometry`, or ``None``: not needed, given, or no estimate —
+        too few trustworthy pixels, and the network runs with its trained defaults), ``pair_options`` and
+        ``reference_shift`` ``(dx, dy)``.
         """
-        self.pair_options, self.geometry = {}, None
-        if not self.estimates_geometry or self.forward_options or ref is None:
-            return None
-        from refsr_cli.ops.geometry import estimate_geometry, sweep_geometry
-
-        lr = lr if lr.dim() == 4 else lr[None]
+        self.pair_options, self.geometry, self.reference_shift = {}, None, (0, 0)
+        if not self.estimates_geometry or ref is None:
+            return ref
         ref = ref if ref.dim() == 4 else ref[None]
-        self.geometry = estimate_geometry(lr[:1], ref[:1])
-        if self.geometry is not None:
-            self.pair_options = self.recipe.geometry_options(self.model, sweep_geometry(self.geometry))
-        return self.geometry
+        if not self.geometry_given:
+            from refsr_cli.ops.geometry import estimate_geometry, sweep_geometry
+
+            self.geometry = estimate_geometry(lr if lr.dim() == 4 else lr[None], ref)
+            if self.geometry is not None and not self.forward_options:
+                self.pair_options = self.recipe.geometry_options(self.model, sweep_geometry(self.geometry))
+        if self.recipe.centre_reference:
+            if self.given_shift is not None:
+                self.reference_shift = self.given_shift
+            elif self.geometry is not None:
+                self.reference_shift = (round(self.geometry.shift[0]), round(self.geometry.shift[1]))
+            if self.reference_shift != (0, 0):
+                from refsr_cli.ops.warp import shift
+
+                ref = shift(ref.float(), float(self.reference_shift[0]), float(self.reference_shift[1]))
+        return ref
 
     @property
     def hr_multiple(self) -> int:
@@ -180,6 +208,9 @@ class Method:
         size = (s * h, s * w)
         padded = (s * (h + pad_h), s * (w + pad_w))
         sr = sr[..., : size[0], : size[1]].float()
+        if self.back_projection:
+            with torch.inference_mode():
+                sr = back_project(sr, lr.to(sr.device, torch.float32), s, self.back_projection)
         aux = {key: _crop_aux(value, padded, size) for key, value in (aux or {}).items()}
         return sr, aux
 

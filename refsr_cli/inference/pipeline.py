@@ -42,7 +42,7 @@ SETTINGS_FILE = "settings.json"
 # Tiling (--tile, --overlap, --batch) and --device only change how the work is split and where it runs.
 SETTING_OPTIONS = {"method": "--method", "scale": "--scale", "weights_digest": "--weights",
                    "precision": "--half/--bf16", "prealign": "--prealign/--detector",
-                   "geometry": "--baseline/--disparity-range"}
+                   "geometry": "--baseline/--disparity-range/--reference-shift", "back_projection": "--back-projection"}
 
 
 @dataclass
@@ -97,7 +97,9 @@ def output_settings(method: Method, prealign: bool = False, detector: str = "sif
     return {"method": method.name, "scale": method.scale,
             "weights_digest": model_digest(method.model) if method.model is not None else None,
             "precision": precision, "prealign": detector if prealign else None,
-            "geometry": _plain(method.forward_options) or None,
+            "geometry": _plain({**method.forward_options, **({"reference_shift": list(method.given_shift)}
+                                                             if method.given_shift is not None else {})}) or None,
+            "back_projection": method.back_projection,
             "weights": os.path.abspath(method.weights) if method.weights else None}
 
 
@@ -285,11 +287,14 @@ def run_pair(pair: Pair, out_dir: Path, method: Method, *, tile: int = DEFAULT_T
             metrics = evaluate(sr, hr, y=metrics_y, crop=metrics_crop)
         return PairResult(pair.name, "skipped", target, time.perf_counter() - start, metrics)
     lr, ref, hr, bits, notes = _load_pair_inputs(pair, method, prealign, detector)
-    geometry = method.bind_pair(lr, ref)
+    ref = method.bind_pair(lr, ref)
+    geometry = method.geometry
     if geometry is not None:
         notes.append(f"geometry read from the pair: {geometry.describe()}")
-    elif method.estimates_geometry and not method.forward_options:
-        notes.append("geometry: too few consistent matches to estimate it; the network's trained defaults apply")
+    elif method.estimates_geometry and not method.geometry_given:
+        notes.append("geometry: too few trustworthy pixels to estimate it; the network's trained defaults apply")
+    if method.reference_shift != (0, 0):
+        notes.append("reference shifted by ({:+d}, {:+d}) px to centre the parallax".format(*method.reference_shift))
     wanted = [k for k in save if k in INTERMEDIATES]
     sr, aux = tiled_inference(method, lr, ref, method.scale, tile=tile, overlap=overlap, batch=batch,
                               aux_keys=wanted, progress=progress)
@@ -305,8 +310,11 @@ def run_pair(pair: Pair, out_dir: Path, method: Method, *, tile: int = DEFAULT_T
     if hr is not None:
         # Metrics of the file as written (rounded to its bit depth), so `refsr metrics` agrees.
         metrics = evaluate(array_to_tensor(array), hr, y=metrics_y, crop=metrics_crop)
+    record = geometry.to_json() if geometry is not None else {}
+    if method.reference_shift != (0, 0):
+        record["reference_shift"] = list(method.reference_shift)
     return PairResult(pair.name, "done", target, time.perf_counter() - start, metrics, notes=notes,
-                      geometry=geometry.to_json() if geometry is not None else None)
+                      geometry=record or None)
 
 
 def infer_pairs(pairs: list[Pair], out_dir: str | os.PathLike, method: Method, *, tile: int = DEFAULT_TILE,

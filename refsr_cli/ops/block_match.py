@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from refsr_cli.ops.warp import backward_warp
+from refsr_cli.ops.warp import backward_warp, sampling_grid
 
 BLOCK = 7              # window (px) of the matching cost and of the local normalisation
 REFINE = 1             # search radius (px) around the upsampled flow at each finer level
@@ -72,6 +72,17 @@ def _cost(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return _box((a - b) ** 2)
 
 
+def _argmin_channels(cost: torch.Tensor) -> torch.Tensor:
+    """``cost.argmin(dim=1)`` (first minimum) for ``N×K×H×W``, as a running minimum over the ``K`` planes:
+    on the CPU a reduction across channels is several times slower than ``K`` whole-plane comparisons."""
+    best_cost, best = cost[:, 0].clone(), torch.zeros(cost.shape[:1] + cost.shape[2:], dtype=torch.long)
+    for k in range(1, cost.shape[1]):
+        better = cost[:, k] < best_cost
+        best_cost = torch.where(better, cost[:, k], best_cost)
+        best = torch.where(better, k, best)
+    return best
+
+
 def _median3(flow: torch.Tensor) -> torch.Tensor:
     n, c, h, w = flow.shape
     patches = F.unfold(F.pad(flow, [1] * 4, mode="replicate"), 3).view(n, c, 9, h, w)
@@ -85,18 +96,24 @@ def _exhaustive(t: torch.Tensor, r: torch.Tensor, radius: int) -> torch.Tensor:
     padded = F.pad(r, [radius] * 4, mode="replicate")
     candidates = F.unfold(padded, k).view(n, k * k, h, w)          # candidate j = (dy, dx) in row-major order
     cost = _box((t - candidates) ** 2)
-    best = cost.argmin(dim=1)
+    best = _argmin_channels(cost)
     dy, dx = best // k - radius, best % k - radius
     return torch.stack((dx, dy), dim=1).to(t.dtype)
 
 
 def _costs_at(t: torch.Tensor, r: torch.Tensor, flow: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-    """Matching cost of ``flow + offset`` for each of the ``K×2`` ``offsets``: ``N×K×H×W``."""
+    """Matching cost of ``flow + offset`` for each of the ``K×2`` ``offsets``: ``N×K×H×W``.
+
+    One ``grid_sample`` of ``r`` for all candidates (their grids stacked along the rows), sampled as
+    :func:`~refsr_cli.ops.warp.backward_warp` does (bilinear, borders clamped)."""
     n, _, h, w = t.shape
     kk = len(offsets)
-    trial = (flow.unsqueeze(1) + offsets.view(1, kk, 2, 1, 1)).flatten(0, 1)        # (N·K)×2×H×W
-    warped = backward_warp(r.repeat_interleave(kk, dim=0), trial)
-    return _cost(t.repeat_interleave(kk, dim=0), warped).view(n, kk, h, w)
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=t.dtype), torch.arange(w, dtype=t.dtype), indexing="ij")
+    x = (xs + flow[:, 0]).unsqueeze(1) + offsets[:, 0].view(1, kk, 1, 1)          # N×K×H×W
+    y = (ys + flow[:, 1]).unsqueeze(1) + offsets[:, 1].view(1, kk, 1, 1)
+    grid = sampling_grid(x, y, h, w).view(n, kk * h, w, 2)
+    warped = F.grid_sample(r, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    return _box((t - warped.view(n, kk, h, w)) ** 2)
 
 
 def _refine(t: torch.Tensor, r: torch.Tensor, flow: torch.Tensor, radius: int) -> torch.Tensor:
@@ -104,7 +121,7 @@ def _refine(t: torch.Tensor, r: torch.Tensor, flow: torch.Tensor, radius: int) -
     steps = torch.arange(-radius, radius + 1, dtype=t.dtype)
     oy, ox = torch.meshgrid(steps, steps, indexing="ij")
     offsets = torch.stack((ox.flatten(), oy.flatten()), dim=1)      # K×2
-    best = _costs_at(t, r, flow, offsets).argmin(dim=1)
+    best = _argmin_channels(_costs_at(t, r, flow, offsets))
     return flow + offsets[best].permute(0, 3, 1, 2)
 
 
@@ -158,7 +175,7 @@ def reliable(target: torch.Tensor, ref: torch.Tensor, flow: torch.Tensor, cost: 
     x, y = xs + flow[:, 0], ys + flow[:, 1]
     inside = (x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)
     round_trip = flow + backward_warp(reverse, flow)
-    consistent = round_trip.norm(dim=1) <= tolerance
+    consistent = round_trip[:, 0] ** 2 + round_trip[:, 1] ** 2 <= tolerance ** 2
     gray = luma(target.float())
     textured = (local_contrast(gray) > 2 * MIN_CONTRAST) & (corner_strength(gray) > MIN_CORNER)
     return (inside & consistent & textured[:, 0] & (cost[:, 0] < max_cost)).unsqueeze(1)

@@ -106,6 +106,16 @@ def downscale(hr: torch.Tensor, factor: int) -> torch.Tensor:
     return imresize(hr, size=(h // factor, w // factor))
 
 
+def back_project(sr: torch.Tensor, lr: torch.Tensor, factor: int, steps: int) -> torch.Tensor:
+    """``steps`` rounds of back-projection (Irani & Peleg 1991): ``SR += (LR − SR↓)↑``, the LR degradation
+    and its bicubic inverse, so that the output downscales to its own LR. It moves only what the LR
+    contradicts: detail finer than the LR samples stays as it was, content put in the wrong place by a
+    reference (a moving object, an occlusion) loses the part the LR can see."""
+    for _ in range(int(steps)):
+        sr = sr + upscale(lr - downscale(sr, factor), factor)
+    return sr
+
+
 def upscale(lr: torch.Tensor, factor: int) -> torch.Tensor:
     """The matching bicubic upscaling by an integer ``factor`` (the bicubic baseline, networks' LR↑)."""
     h, w = lr.shape[-2:]

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from refsr_cli.errors import RefsrError
-from refsr_cli.ops.resize import downscale, upscale
+from refsr_cli.ops.resize import back_project, downscale, upscale
 from refsr_cli.ops.warp import backward_warp, sampling_grid
 
 _JUMPS = (8, 4, 2, 1)
@@ -232,9 +232,8 @@ def patchmatch(lr: torch.Tensor, ref: torch.Tensor, scale: int, patch_size: int 
         total, count = _paste(ref[i:i + 1], fx, fy, field, p, stride)
         pasted.append(total / count)
         flows.append(_dense_flow(fx, fy, field, stride))
-    sr = pasted = torch.cat(pasted)
-    for _ in range(int(backproject)):
-        sr = sr + upscale(lr - downscale(sr, s), s)
+    pasted = torch.cat(pasted)
+    sr = back_project(pasted, lr, s, backproject)
     flow = torch.cat(flows)
     aux = {"flow": flow, "warped": backward_warp(ref, flow), "pasted": pasted.clamp(0, 1)}
     return sr.clamp(0, 1), aux
