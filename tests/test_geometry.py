@@ -159,3 +159,55 @@ def test_infer_centres_the_reference_and_a_given_shift_overrides_it(tmp_path):
     result = CliRunner().invoke(main, [*args[:4], "--method", "mdsr", "--reference-shift", "1", "0",
                                        "--out", str(tmp_path / "sr3")])
     assert result.exit_code == 2 and "--reference-shift applies to the" in result.output
+
+
+def _affine_pair(h=256, w=320):
+    """target = the photo; ref = the photo seen through a turned, zoomed, moved camera: target(p) = ref(A·p)."""
+    from refsr_cli.ops.prealign import resample_reference
+
+    angle, zoom = math.radians(3.0), 1.04
+    c, s = zoom * math.cos(angle), zoom * math.sin(angle)
+    a = np.array([[c, -s, 6.0], [s, c, -4.0], [0.0, 0.0, 1.0]])
+    target = _photo(h, w)[..., 20:20 + h, 20:20 + w]
+    # ref(q) = target(A⁻¹·q): sampling it at A·p gives the target back.
+    ref = resample_reference(target, np.linalg.inv(a), (h, w))
+    return target, ref, a
+
+
+def test_a_pair_that_is_not_rectified_is_aligned_by_an_affine_map_that_maps_points_back_within_a_pixel():
+    from refsr_cli.ops.geometry import correspondences, estimate_aligned_geometry, fit_affine
+
+    target, ref, a = _affine_pair()
+    g, affine = estimate_aligned_geometry(target, ref)
+    assert affine is not None
+    # The round trip: target points mapped by the fitted map land within a pixel of where the true one puts them.
+    ys, xs = np.mgrid[30:226:16, 30:290:16]
+    pts = np.stack((xs.ravel(), ys.ravel(), np.ones(xs.size)))
+    assert np.abs((affine @ pts - a @ pts)[:2]).max() < 1.0
+    assert np.abs((np.linalg.inv(affine) @ (a @ pts) - pts)[:2]).max() < 1.0
+    # What is left for the sweep is (nearly) nothing; without the map it spreads over pixels both ways.
+    assert max(abs(g.span[0]), abs(g.span[1])) < 1.5 and g.across < 1.5
+    plain = estimate_geometry(target, ref)
+    assert plain.across > 4 and plain.span[1] - plain.span[0] > 8
+    # fit_affine on the correspondences themselves, as estimate_aligned_geometry calls it.
+    p, q = correspondences(target, ref)
+    assert np.abs(fit_affine(p, q) - affine).max() < 1e-9
+
+
+def test_a_rectified_pair_is_not_resampled_and_crossmpi_aligns_only_what_needs_it():
+    from refsr_cli.ops.geometry import estimate_aligned_geometry
+
+    target, ref = _pair(9.0, 0.0)
+    assert estimate_aligned_geometry(target, ref)[1] is None
+    torch.manual_seed(0)
+    method = Method.from_model(build_model("crossmpi", **spec("crossmpi").tiny), scale=4)
+    lr = downscale(target, 4).clamp(0, 1)
+    assert method.bind_pair(lr, ref) is ref and method.alignment is None
+    target, ref, _ = _affine_pair()
+    lr = downscale(target, 4).clamp(0, 1)
+    aligned = method.bind_pair(lr, ref)
+    assert method.alignment is not None and aligned.shape == ref.shape
+    inner = (..., slice(24, -24), slice(24, -24))
+    assert (aligned - target)[inner].abs().mean() < 0.5 * (ref - target)[inner].abs().mean()
+    lo, hi = method.pair_options["disparities"].min(), method.pair_options["disparities"].max()
+    assert -6 < float(lo) < 0 < float(hi) < 6           # a sweep of the small residual, not of the motion

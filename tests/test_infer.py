@@ -199,7 +199,7 @@ def test_prealign_recovers_scale_and_shift(tmp_path, tiny_weights):
 
     # The resampled reference matches the view about as well as resampling with the true transform
     # (the synthetic reference is itself resampled, hence no higher ceiling), and far better than none.
-    exact = resample_reference(ref, Alignment(1.25, 0.0, 13.0, -7.0, 0, 0), (160, 224))
+    exact = resample_reference(ref, Alignment(1.25, 0.0, 13.0, -7.0, 0, 0).matrix, (160, 224))
     unaligned = F.interpolate(ref[None], size=(160, 224), mode="bilinear", align_corners=False)
     assert psnr(aligned) > psnr(exact) - 1.0 and psnr(aligned) > psnr(unaligned) + 5
 

@@ -41,6 +41,9 @@ class Recipe:
         centre_reference: the variant's correspondence is a bounded search around zero displacement (a
             flow network's trained range, a matching window): at inference the reference is first shifted
             by the pair's median displacement (whole pixels), so that what is left to find is centred.
+        align_reference: for a pair that is not rectified (its displacements spread across their main
+            direction), the reference is first resampled through a fitted affine map and the geometry
+            read from what is left (:func:`refsr_cli.ops.geometry.estimate_aligned_geometry`).
     """
 
     preset: dict = field(default_factory=dict)
@@ -48,6 +51,7 @@ class Recipe:
     forward_keys: tuple[str, ...] = ()
     pair_options: Callable[[nn.Module, dict], dict] | None = None
     centre_reference: bool = False
+    align_reference: bool = False
 
     @property
     def loss_terms(self) -> tuple[str, ...]:

@@ -180,7 +180,7 @@ class AlphaRefiner(nn.Module):
                                 "stages": [{"until": 0.2, "loss": {"l1": 0.0, "internal": 1.0, "perceptual": 0.0}},
                                            {"until": 0.6, "loss": {"l1": 1.0, "internal": 0.0, "perceptual": 0.0}}]},
                         losses=("internal", "perceptual"), forward_keys=("baseline",),
-                        pair_options=plane_sweep_options))
+                        pair_options=plane_sweep_options, align_reference=True))
 class CrossMPI(RefSRModel):
     """Cross-MPI.
 

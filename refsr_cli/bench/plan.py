@@ -60,13 +60,13 @@ def _network_digest(variant: str, path: str | os.PathLike) -> str:
     editing the estimator invalidates exactly the results that depend on it."""
     from refsr_cli.archs import spec
     from refsr_cli.inference import BACK_PROJECTION
-    from refsr_cli.ops import block_match, geometry
+    from refsr_cli.ops import block_match, geometry, prealign
 
     recipe = spec(variant).recipe
     h = hashlib.sha256(f"{file_digest(path)}:back-projection={BACK_PROJECTION}:"
                        f"centre-reference={recipe.centre_reference}".encode())
     if recipe.pair_options is not None or recipe.centre_reference:
-        for module in (geometry, block_match):
+        for module in (geometry, block_match, prealign):
             h.update(Path(inspect.getsourcefile(module)).read_bytes())
     return h.hexdigest()[:12]
 

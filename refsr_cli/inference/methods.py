@@ -108,6 +108,7 @@ class Method:
         # (dx, dy) whole HR pixels: the reference shift that replaces the estimated one (centre_reference).
         self.given_shift: tuple[int, int] | None = None
         self.reference_shift = (0, 0)
+        self.alignment = None
         # A network's output is back-projected onto its LR (ops.resize.back_project): on real pairs the
         # networks put reference content where the LR says it is not. Baselines keep their own rules.
         self.back_projection = BACK_PROJECTION if model is not None else 0
@@ -151,16 +152,25 @@ class Method:
         displacement left to the network is centred on zero. Sets ``geometry`` (the
         :class:`~refsr_cli.ops.geometry.PairGeometry`, or ``None``: not needed, given, or no estimate —
         too few trustworthy pixels, and the network runs with its trained defaults), ``pair_options`` and
-        ``reference_shift`` ``(dx, dy)``.
+        ``reference_shift`` ``(dx, dy)`` and ``alignment`` (the 3×3 affine map the reference was resampled
+        through, for a recipe that aligns it, or ``None``).
         """
-        self.pair_options, self.geometry, self.reference_shift = {}, None, (0, 0)
+        self.pair_options, self.geometry, self.reference_shift, self.alignment = {}, None, (0, 0), None
         if not self.estimates_geometry or ref is None:
             return ref
         ref = ref if ref.dim() == 4 else ref[None]
         if not self.geometry_given:
-            from refsr_cli.ops.geometry import estimate_geometry, sweep_geometry
+            from refsr_cli.ops.geometry import estimate_aligned_geometry, estimate_geometry, sweep_geometry
 
-            self.geometry = estimate_geometry(lr if lr.dim() == 4 else lr[None], ref)
+            lr = lr if lr.dim() == 4 else lr[None]
+            if self.recipe.align_reference and not self.forward_options:
+                self.geometry, self.alignment = estimate_aligned_geometry(lr, ref)
+            else:
+                self.geometry = estimate_geometry(lr, ref)
+            if self.alignment is not None:
+                from refsr_cli.ops.prealign import resample_reference
+
+                ref = resample_reference(ref, self.alignment, tuple(ref.shape[-2:])).to(ref.device)
             if self.geometry is not None and not self.forward_options:
                 self.pair_options = self.recipe.geometry_options(self.model, sweep_geometry(self.geometry))
         if self.recipe.centre_reference:

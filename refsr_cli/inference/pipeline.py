@@ -293,6 +293,10 @@ def run_pair(pair: Pair, out_dir: Path, method: Method, *, tile: int = DEFAULT_T
         notes.append(f"geometry read from the pair: {geometry.describe()}")
     elif method.estimates_geometry and not method.geometry_given:
         notes.append("geometry: too few trustworthy pixels to estimate it; the network's trained defaults apply")
+    if method.alignment is not None:
+        a = method.alignment
+        notes.append(f"reference resampled through an affine map (x' = {a[0, 0]:.4f}x {a[0, 1]:+.4f}y {a[0, 2]:+.1f}, "
+                     f"y' = {a[1, 0]:+.4f}x {a[1, 1]:.4f}y {a[1, 2]:+.1f}): the pair is not rectified")
     if method.reference_shift != (0, 0):
         notes.append("reference shifted by ({:+d}, {:+d}) px to centre the parallax".format(*method.reference_shift))
     wanted = [k for k in save if k in INTERMEDIATES]
@@ -313,6 +317,8 @@ def run_pair(pair: Pair, out_dir: Path, method: Method, *, tile: int = DEFAULT_T
     record = geometry.to_json() if geometry is not None else {}
     if method.reference_shift != (0, 0):
         record["reference_shift"] = list(method.reference_shift)
+    if method.alignment is not None:
+        record["alignment"] = [[round(float(v), 6) for v in row] for row in method.alignment[:2]]
     return PairResult(pair.name, "done", target, time.perf_counter() - start, metrics, notes=notes,
                       geometry=record or None)
 

@@ -52,13 +52,15 @@ class PairGeometry:
                 f"(±{self.across:.1f} px across), {self.matches} matches")
 
 
-def displacement_samples(target: torch.Tensor, ref: torch.Tensor) -> np.ndarray:
-    """Backward-flow samples ``V`` (``M×2`` float64, ``(dx, dy)`` in ``ref``'s pixels) at the reliable pixels
-    of a dense block matching between ``target`` and ``ref`` (``[1×]3×…``), on a grid every other pixel.
+def correspondences(target: torch.Tensor, ref: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """``(p, q)``: ``M×2`` float64 pixel positions ``(x, y)`` in ``ref``'s pixel grid, ``target(p) ≈ ref(q)``,
+    at the reliable pixels of a dense block matching between ``target`` and ``ref`` (``[1×]3×…``), on a
+    grid every other pixel.
 
-    ``target`` is the other view at ``ref``'s size (an HR) or smaller by an integer factor ``s`` (an LR).
-    Both are brought to the working size — the target's own size, its long side at most
-    :data:`WORK_SIZE` — with the antialiased bicubic that makes LR images, so both carry the same detail.
+    ``target`` is the other view at ``ref``'s size (an HR) or smaller by an integer factor ``s`` (an LR: its
+    positions are given on the HR grid). Both are brought to the working size — the target's own size,
+    its long side at most :data:`WORK_SIZE` — with the antialiased bicubic that makes LR images, so both
+    carry the same detail.
     """
     target = luma((target[0] if target.dim() == 4 else target).float().cpu()[None])
     ref = luma((ref[0] if ref.dim() == 4 else ref).float().cpu()[None])
@@ -73,8 +75,17 @@ def displacement_samples(target: torch.Tensor, ref: torch.Tensor) -> np.ndarray:
     keep = reliable(target_work, ref_work, flows[:1], costs[:1], flows[1:])[0, 0]
     keep[1::2, :] = False
     keep[:, 1::2] = False
-    v = flows[0].permute(1, 2, 0)[keep].double().numpy()
-    return v * np.array([W / size[1], H / size[0]])
+    ys, xs = torch.nonzero(keep, as_tuple=True)
+    scale = np.array([W / size[1], H / size[0]])
+    work = np.stack((xs.numpy(), ys.numpy()), axis=1).astype(np.float64)
+    p = (work + 0.5) * scale - 0.5          # pixel centres of the working grid on ref's grid
+    return p, p + flows[0].permute(1, 2, 0)[keep].double().numpy() * scale
+
+
+def displacement_samples(target: torch.Tensor, ref: torch.Tensor) -> np.ndarray:
+    """Backward-flow samples ``V = q − p`` (``M×2``, ref pixels) of :func:`correspondences`."""
+    p, q = correspondences(target, ref)
+    return q - p
 
 
 def summarise(v: np.ndarray) -> PairGeometry | None:
@@ -100,6 +111,56 @@ def estimate_geometry(target: torch.Tensor, ref: torch.Tensor) -> PairGeometry |
     textureless pair or a reference of another scene). ``target``: the other view, at ``ref``'s size or an
     integer factor smaller (an LR); ``[1×]3×H×W`` in [0, 1]."""
     return summarise(displacement_samples(target, ref))
+
+
+ALIGN_ACROSS = 2.0      # px: a spread across the main direction below this is left to the 1-D sweep
+ALIGN_GAIN = 0.8        # the affine map is used when it leaves at most this share of that spread
+
+
+def fit_affine(p: np.ndarray, q: np.ndarray) -> np.ndarray | None:
+    """The affine map ``q ≈ A·p`` (3×3) of most correspondences: RANSAC (residuals ≤ 1 % of the image's
+    extent, at least 2 px) on at most 800 of them, refitted on its inliers; ``None`` when it fails."""
+    from skimage.measure import ransac
+    from skimage.transform import AffineTransform
+
+    if len(p) < 3 * MIN_MATCHES:
+        return None
+    pick = np.random.default_rng(0).choice(len(p), min(len(p), 800), replace=False)
+    threshold = max(2.0, 0.01 * float(np.ptp(p, axis=0).max()))
+    try:
+        _, inliers = ransac((p[pick], q[pick]), AffineTransform, min_samples=3, residual_threshold=threshold,
+                            max_trials=300, rng=0)
+    except (ValueError, np.linalg.LinAlgError):
+        return None
+    if inliers is None or inliers.sum() < MIN_MATCHES:
+        return None
+    model = AffineTransform.from_estimate(p[pick][inliers], q[pick][inliers])
+    return model.params if model else None
+
+
+def estimate_aligned_geometry(target: torch.Tensor, ref: torch.Tensor
+                              ) -> tuple[PairGeometry | None, np.ndarray | None]:
+    """``(geometry, affine)`` for a sweep that follows pairs that are not rectified.
+
+    When the displacements spread across their main direction by more than :data:`ALIGN_ACROSS` px (2-D
+    motion: a camera that turned or zoomed as well as moved) and an affine map ``A`` of the target's
+    pixels onto the reference's leaves at most :data:`ALIGN_GAIN` of that spread, returns ``A`` and the
+    :class:`PairGeometry` of what is left once the reference is resampled through it
+    (``ref'(p) = ref(A·p)``: displacements ``A⁻¹·q − p``) — the plane-plus-parallax form of a sweep of
+    plane-induced homographies, in the affine case. Otherwise ``(estimate_geometry(…), None)``.
+    """
+    p, q = correspondences(target, ref)
+    plain = summarise(q - p)
+    if plain is None or plain.across <= ALIGN_ACROSS:
+        return plain, None
+    affine = fit_affine(p, q)
+    if affine is None:
+        return plain, None
+    back = np.linalg.inv(affine)
+    residual = summarise(q @ back[:2, :2].T + back[:2, 2] - p)
+    if residual is None or residual.across > ALIGN_GAIN * plain.across:
+        return plain, None
+    return residual, affine
 
 
 def sweep_geometry(geometry: PairGeometry, margin: float = 0.1) -> dict:

@@ -130,14 +130,15 @@ def estimate_alignment(lr: torch.Tensor, ref: torch.Tensor, scale: int, detector
     return Alignment(float(model.scale), float(model.rotation), tx, ty, len(matches), count)
 
 
-def resample_reference(ref: torch.Tensor, alignment: Alignment, size: tuple[int, int],
+def resample_reference(ref: torch.Tensor, matrix: np.ndarray, size: tuple[int, int],
                        band: int = 256) -> torch.Tensor:
-    """Sample ``ref`` at ``T(p)`` for every pixel ``p`` of an ``size = (H, W)`` grid → ``1×3×H×W``."""
+    """Sample ``ref`` at ``T(p)`` for every pixel ``p`` of an ``size = (H, W)`` grid → ``1×3×H×W``; ``T`` is
+    the affine map of the 3×3 ``matrix`` (an :attr:`Alignment.matrix`, or any affine map to ref pixels)."""
     ref = ref if ref.dim() == 4 else ref.unsqueeze(0)
     ref = ref.float()
     H, W = size
     hr_, wr_ = ref.shape[-2:]
-    m = torch.from_numpy(alignment.matrix).float()
+    m = torch.from_numpy(np.asarray(matrix, np.float64)).float()
     out = torch.empty(1, 3, H, W, dtype=torch.float32)
     xs = torch.arange(W, dtype=torch.float32)
     for y0 in range(0, H, band):
@@ -173,4 +174,4 @@ def prealign(lr: torch.Tensor, ref: torch.Tensor, scale: int, detector: str = "s
     moved = np.abs(alignment.matrix @ corners - corners).max()
     if tuple(ref4.shape[-2:]) == size and moved < 0.05:
         return ref4.float(), alignment
-    return resample_reference(ref4, alignment, size), alignment
+    return resample_reference(ref4, alignment.matrix, size), alignment
