@@ -291,3 +291,18 @@ def test_bench_pairs_shows_a_bar_while_it_reads_pairs_and_estimates_their_parall
     lines = _screen_lines(raw)
     assert any(line.startswith("×4 pairs pairs: reading") for line in lines), raw
     assert any(line.startswith("×4 pairs pairs: parallax") and "2/2" in line for line in lines), raw
+
+
+def test_rerun_with_other_back_projection_or_reference_shift_is_refused(tmp_path):
+    """The rounds of back-projection and a given reference shift change the pixels: they are settings."""
+    _write_pairs(tmp_path / "pairs", 1)
+    weights = _tiny_checkpoint(tmp_path / "cn.pt", "crossnet", SCALE)
+    base = ["infer", tmp_path / "pairs", "--scale", SCALE, "--weights", weights, "--out", tmp_path / "sr"]
+    assert _run(*base).exit_code == 0
+    settings = json.loads((tmp_path / "sr" / "settings.json").read_text())
+    assert settings["back_projection"] == 2
+    for extra in (["--back-projection", "0"], ["--reference-shift", "3", "0"]):
+        result = _run(*base, *extra)
+        assert result.exit_code != 0 and "use another --out, or --overwrite" in result.output, result.output
+    assert _run(*base, "--back-projection", "0", "--overwrite").exit_code == 0
+    assert json.loads((tmp_path / "sr" / "settings.json").read_text())["back_projection"] == 0
