@@ -2,7 +2,7 @@
 at most 0.2 dB).
 
 Every case of the real-pair suite (``refsr_cli.bench.real_suite``) is super-resolved with the reference of
-the next case (resized to the HR size it needs: another scene, another camera), by every shipped network at
+the next case of another scene (not another gap of the same clip; resized to the HR size it needs), by every shipped network at
 its defaults, and scored against the case's ground truth. Prints per network the mean and the worst
 difference to MDSR on the same LR, and the mean with the pair's own reference for comparison.
 
@@ -30,6 +30,12 @@ def _run(method, lr: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     return sr[0].clamp(0, 1)
 
 
+def _other_scene(pairs: list, i: int) -> int:
+    """Index of the next case after ``i`` that shows another scene (``bikes/gap1`` and ``bikes/gap4`` are one)."""
+    scene = lambda name: name.rsplit("/gap", 1)[0]  # noqa: E731
+    return next(j % len(pairs) for j in range(i + 1, i + len(pairs)) if scene(pairs[j % len(pairs)][0]) != scene(pairs[i][0]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", type=int, default=4, choices=(4, 8))
@@ -50,7 +56,7 @@ def main() -> None:
         method = load_method(name, args.scale)
         own, other = [], []
         for i, (_, lr, ref, hr) in enumerate(pairs):
-            foreign = pairs[(i + 1) % len(pairs)][2]
+            foreign = pairs[_other_scene(pairs, i)][2]
             foreign = imresize(foreign[None], size=tuple(ref.shape[-2:]))[0].clamp(0, 1)
             own.append(psnr(_run(method, lr, ref), hr))
             other.append(psnr(_run(method, lr, foreign), hr) - single[i])

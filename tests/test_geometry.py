@@ -211,3 +211,36 @@ def test_a_rectified_pair_is_not_resampled_and_crossmpi_aligns_only_what_needs_i
     assert (aligned - target)[inner].abs().mean() < 0.5 * (ref - target)[inner].abs().mean()
     lo, hi = method.pair_options["disparities"].min(), method.pair_options["disparities"].max()
     assert -6 < float(lo) < 0 < float(hi) < 6           # a sweep of the small residual, not of the motion
+
+
+def test_a_reference_of_another_scene_is_not_copied_the_single_image_fallback_runs():
+    target, ref = _pair(6.0, 0.0, 128, 160)
+    lr = downscale(target, 4).clamp(0, 1)
+    other = torch.from_numpy(skimage.data.coffee()[:128, :160]).permute(2, 0, 1).float()[None] / 255
+    torch.manual_seed(0)
+    method = Method.from_model(build_model("crossnet", **spec("crossnet").tiny), scale=4)
+    single = Method.from_model(build_model("mdsr", **spec("mdsr").tiny), scale=4)
+    method.fallback = single
+    method.bind_pair(lr, other)
+    assert method.reference_unmatched and method.geometry is None
+    assert torch.equal(method(lr, other)[0], single(lr, None)[0])
+    method.bind_pair(lr, ref)                        # its own reference: the network runs
+    assert not method.reference_unmatched
+    assert not torch.equal(method(lr, ref)[0], single(lr, None)[0])
+    # Without a single-image method to fall back on, the network runs with its trained defaults.
+    method.fallback = None
+    method.bind_pair(lr, other)
+    assert not method.reference_unmatched
+    # The shipped fallback is the registry's reference-free variant.
+    assert Method.from_model(build_model("crossnet", **spec("crossnet").tiny), scale=4).fallback_method().name == "mdsr"
+
+
+def test_infer_says_when_it_falls_back_to_single_image_sr(tmp_path):
+    from refsr_cli.data.image_io import write_image
+
+    invoke, _ = _infer(tmp_path, "crossnet", 6.0, 160)
+    other = torch.from_numpy(skimage.data.coffee()[:128, :160]).permute(2, 0, 1).float() / 255
+    write_image(tmp_path / "pairs" / "a_ref.png", other)
+    result, line = invoke(out="sr")
+    assert result.exit_code == 0, result.output
+    assert "the reference matches nothing in the LR view" in result.output and line["geometry"] == {"fallback": "mdsr"}

@@ -68,6 +68,14 @@ def _network_digest(variant: str, path: str | os.PathLike) -> str:
     if recipe.pair_options is not None or recipe.centre_reference:
         for module in (geometry, block_match, prealign):
             h.update(Path(inspect.getsourcefile(module)).read_bytes())
+    if spec(variant).needs_reference:         # a pair whose reference matches nothing runs the fallback
+        from refsr_cli.archs import variants
+        from refsr_cli.archs.checkpoint import shipped_weights
+
+        for single in (v for v in variants() if not spec(v).needs_reference):
+            for scale in spec(single).scales:
+                if shipped_weights(single, scale):
+                    h.update(file_digest(shipped_weights(single, scale)).encode())
     return h.hexdigest()[:12]
 
 

@@ -109,6 +109,11 @@ class Method:
         self.given_shift: tuple[int, int] | None = None
         self.reference_shift = (0, 0)
         self.alignment = None
+        # A single-image method for pairs whose reference matches nothing (another scene): the
+        # geometry estimate finds no trustworthy pixels, and copying such a reference costs dB against
+        # single-image SR (benchmarks/bench_unrelated_reference.py). Loaded on first need.
+        self.fallback: "Method | None | bool" = True if model is not None and needs_reference else None
+        self.reference_unmatched = False
         # A network's output is back-projected onto its LR (ops.resize.back_project): on real pairs the
         # networks put reference content where the LR says it is not. Baselines keep their own rules.
         self.back_projection = BACK_PROJECTION if model is not None else 0
@@ -156,6 +161,7 @@ class Method:
         through, for a recipe that aligns it, or ``None``).
         """
         self.pair_options, self.geometry, self.reference_shift, self.alignment = {}, None, (0, 0), None
+        self.reference_unmatched = False
         if not self.estimates_geometry or ref is None:
             return ref
         ref = ref if ref.dim() == 4 else ref[None]
@@ -173,6 +179,7 @@ class Method:
                 ref = resample_reference(ref, self.alignment, tuple(ref.shape[-2:])).to(ref.device)
             if self.geometry is not None and not self.forward_options:
                 self.pair_options = self.recipe.geometry_options(self.model, sweep_geometry(self.geometry))
+            self.reference_unmatched = self.geometry is None and self.fallback_method() is not None
         if self.recipe.centre_reference:
             if self.given_shift is not None:
                 self.reference_shift = self.given_shift
@@ -184,12 +191,25 @@ class Method:
                 ref = shift(ref.float(), float(self.reference_shift[0]), float(self.reference_shift[1]))
         return ref
 
+    def fallback_method(self) -> "Method | None":
+        """The single-image method that replaces this one on a pair whose reference matches nothing: the
+        first reference-free variant with shipped weights for the scale (``None``: none, or not wanted)."""
+        if self.fallback is True:
+            from refsr_cli.archs import spec, variants
+            from refsr_cli.archs.checkpoint import shipped_weights
+
+            single = [v for v in variants() if not spec(v).needs_reference and shipped_weights(v, self.scale)]
+            self.fallback = load_method(single[0], self.scale, device=self.device) if single else None
+        return self.fallback or None
+
     @property
     def hr_multiple(self) -> int:
         """HR sizes seen by the method are padded to this (a multiple of the scale)."""
         return self.input_multiple * self.scale // math.gcd(self.input_multiple, self.scale)
 
     def __call__(self, lr: torch.Tensor, ref: torch.Tensor | None = None):
+        if self.reference_unmatched:
+            return self.fallback_method()(lr, None)
         if lr.dim() == 3:
             lr = lr.unsqueeze(0)
         n, _, h, w = lr.shape

@@ -291,6 +291,9 @@ def run_pair(pair: Pair, out_dir: Path, method: Method, *, tile: int = DEFAULT_T
     geometry = method.geometry
     if geometry is not None:
         notes.append(f"geometry read from the pair: {geometry.describe()}")
+    elif method.reference_unmatched:
+        notes.append(f"the reference matches nothing in the LR view (another scene?): single-image SR "
+                     f"({method.fallback_method().name}) instead")
     elif method.estimates_geometry and not method.geometry_given:
         notes.append("geometry: too few trustworthy pixels to estimate it; the network's trained defaults apply")
     if method.alignment is not None:
@@ -317,6 +320,8 @@ def run_pair(pair: Pair, out_dir: Path, method: Method, *, tile: int = DEFAULT_T
     record = geometry.to_json() if geometry is not None else {}
     if method.reference_shift != (0, 0):
         record["reference_shift"] = list(method.reference_shift)
+    if method.reference_unmatched:
+        record["fallback"] = method.fallback_method().name
     if method.alignment is not None:
         record["alignment"] = [[round(float(v), 6) for v in row] for row in method.alignment[:2]]
     return PairResult(pair.name, "done", target, time.perf_counter() - start, metrics, notes=notes,

@@ -30,6 +30,8 @@ from refsr_cli.ops.resize import imresize
 
 WORK_SIZE = 256         # long side (px) at most that the pair is matched at (the matching's cost grows with it)
 MIN_MATCHES = 12        # fewer reliable samples than this: no estimate (textureless, or another scene)
+MIN_SHARE = 0.02        # … or fewer than this share of the sampling grid: chance agreements of another
+                        # scene (a real pair of the suite keeps ≥ 18 %; another scene's ≤ 0.5 %)
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,8 @@ def correspondences(target: torch.Tensor, ref: torch.Tensor) -> tuple[np.ndarray
     keep = reliable(target_work, ref_work, flows[:1], costs[:1], flows[1:])[0, 0]
     keep[1::2, :] = False
     keep[:, 1::2] = False
+    if int(keep.sum()) < MIN_SHARE * ((size[0] + 1) // 2) * ((size[1] + 1) // 2):
+        return np.zeros((0, 2)), np.zeros((0, 2))
     ys, xs = torch.nonzero(keep, as_tuple=True)
     scale = np.array([W / size[1], H / size[0]])
     work = np.stack((xs.numpy(), ys.numpy()), axis=1).astype(np.float64)
