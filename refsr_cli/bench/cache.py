@@ -21,6 +21,7 @@ from refsr_cli.bench.sources import Source, safe_name
 from refsr_cli.data.files import read_json, write_json
 from refsr_cli.data.image_io import write_image
 from refsr_cli.metrics import METRICS, finite_or_none
+from refsr_cli.ops.block_match import luma
 
 CACHE_VERSION = 1
 ESTIMATOR = "ops.geometry-v2"   # bump when the parallax estimator changes what it reports
@@ -33,7 +34,7 @@ def crop_region(hr: torch.Tensor, size: int = CROP) -> tuple[int, int, int]:
     is the same for every method and stays put when methods are added)."""
     h, w = hr.shape[-2:]
     side = min(size, h, w)
-    gray = (hr.float().cpu() * torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(0, keepdim=True)[None]
+    gray = luma(hr.float().cpu()[None])
     gy = (gray[..., 1:, :] - gray[..., :-1, :]).abs()[..., :, :-1]
     gx = (gray[..., :, 1:] - gray[..., :, :-1]).abs()[..., :-1, :]
     energy = F.pad(gx + gy, (0, 1, 0, 1))

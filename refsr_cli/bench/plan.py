@@ -54,7 +54,7 @@ def _baseline_digest(name: str, options: dict) -> str:
     return h.hexdigest()[:12]
 
 
-def _network_digest(variant: str, path: str | os.PathLike) -> str:
+def _network_digest(variant: str, path: str | os.PathLike, scale: int) -> str:
     """Hash of the checkpoint and of what the inference around it does (back-projection, a centred
     reference); for a variant that reads each pair's geometry, also of the estimator's source, so that
     editing the estimator invalidates exactly the results that depend on it."""
@@ -72,10 +72,10 @@ def _network_digest(variant: str, path: str | os.PathLike) -> str:
         from refsr_cli.archs import variants
         from refsr_cli.archs.checkpoint import shipped_weights
 
-        for single in (v for v in variants() if not spec(v).needs_reference):
-            for scale in spec(single).scales:
-                if shipped_weights(single, scale):
-                    h.update(file_digest(shipped_weights(single, scale)).encode())
+        fallbacks = (shipped_weights(v, scale) for v in variants() if not spec(v).needs_reference)
+        fallback = next((w for w in fallbacks if w is not None), None)   # as Method.fallback_method picks it
+        if fallback is not None:
+            h.update(file_digest(fallback).encode())
     return h.hexdigest()[:12]
 
 
@@ -162,7 +162,7 @@ def plan_methods(methods: Iterable[str] | None, weights: dict[str, str | os.Path
             else:
                 continue
             found = True
-            plans[s].append(MethodPlan(name, variant, "network", Path(path), _network_digest(variant, path)))
+            plans[s].append(MethodPlan(name, variant, "network", Path(path), _network_digest(variant, path, s)))
         if not found:
             if explicit:
                 raise RefsrError(f"no weights for {name} at ×{', ×'.join(map(str, scales))}: train them with "

@@ -11,7 +11,7 @@ levels against isolated mismatches, and a parabola through the costs for sub-pix
 
 ``reliable(…)`` keeps the pixels a summary can trust: structured in two directions (no ramps or
 straight edges, along which any position fits), well matched, and consistent with the
-reverse flow (the reference matched back to the target lands within a pixel of where it started), which
+reverse flow (the reference matched back to the target lands within half a pixel of where it started), which
 removes occlusions and the arbitrary answers of unrelated images.
 """
 from __future__ import annotations
@@ -38,7 +38,9 @@ def luma(image: torch.Tensor) -> torch.Tensor:
 
 def _box(x: torch.Tensor) -> torch.Tensor:
     """Window mean (borders replicated) from running sums along rows, then columns: a few operations a
-    pixel whatever ``BLOCK`` (3× faster on the CPU than a pooling or convolution pass)."""
+    pixel whatever ``BLOCK`` (3× faster on the CPU than a pooling or convolution pass). Not
+    :func:`refsr_cli.ops.windows.box_mean`, which clips windows at the borders and gathers four corners
+    per window: here every window has ``BLOCK²`` samples, as the normalisation assumes."""
     r = BLOCK // 2
     x = F.pad(x, [r + 1, r, 0, 0], mode="replicate").cumsum(-1)
     x = F.pad(x[..., BLOCK:] - x[..., :-BLOCK], [0, 0, r + 1, r], mode="replicate").cumsum(-2)
@@ -65,11 +67,6 @@ def corner_strength(gray: torch.Tensor) -> torch.Tensor:
     gy = F.pad(g[..., 2:, :] - g[..., :-2, :], [0, 0, 1, 1], mode="replicate") / 2
     a, b, c = _box(gx * gx), _box(gx * gy), _box(gy * gy)
     return (a + c) / 2 - (((a - c) / 2) ** 2 + b * b).sqrt()
-
-
-def _cost(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Window mean of the squared difference of normalised images (``…×1×H×W`` each → ``…×1×H×W``)."""
-    return _box((a - b) ** 2)
 
 
 def _argmin_channels(cost: torch.Tensor) -> torch.Tensor:

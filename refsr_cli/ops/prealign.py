@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from refsr_cli.errors import RefsrError
+from refsr_cli.ops.block_match import luma
 from refsr_cli.ops.resize import imresize
 from refsr_cli.ops.warp import sampling_grid
 
@@ -59,8 +60,8 @@ class Alignment:
 
 
 def _gray(image: torch.Tensor) -> np.ndarray:
-    x = image[0] if image.dim() == 4 else image
-    return (0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2]).clamp(0, 1).double().numpy()
+    x = image if image.dim() == 4 else image[None]
+    return luma(x[:1])[0, 0].clamp(0, 1).double().numpy()
 
 
 def _features(gray: np.ndarray, detector: str):
