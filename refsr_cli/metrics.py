@@ -119,6 +119,12 @@ def _gaussian_window(sigma: float = 1.5, radius: int = 5) -> np.ndarray:
 
 def ssim_arrays(a: np.ndarray, b: np.ndarray) -> float:
     """SSIM of two prepared ``C×H×W`` arrays (mean over channels)."""
+    return float(ssim_map(a, b).mean(axis=(1, 2)).mean())
+
+
+def ssim_map(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-pixel SSIM of two prepared ``C×H×W`` arrays: ``C×(H−10)×(W−10)``, the pixels whose 11×11 window
+    lies inside the image (``[5:-5, 5:-5]`` of the input grid)."""
     from scipy.ndimage import correlate1d
 
     if min(a.shape[1:]) < 11:
@@ -135,8 +141,7 @@ def ssim_arrays(a: np.ndarray, b: np.ndarray) -> float:
 
     ux, uz, uxx, uzz, uxz = (blur(t) for t in (a, b, a * a, b * b, a * b))
     vx, vz, vxz = uxx - ux * ux, uzz - uz * uz, uxz - ux * uz
-    s = ((2 * ux * uz + c1) * (2 * vxz + c2)) / ((ux * ux + uz * uz + c1) * (vx + vz + c2))
-    return float(s.mean(axis=(1, 2)).mean())
+    return ((2 * ux * uz + c1) * (2 * vxz + c2)) / ((ux * ux + uz * uz + c1) * (vx + vz + c2))
 
 
 def ssim(sr, gt, y: bool = False, crop: int = 0) -> float:
@@ -304,7 +309,48 @@ def evaluate(sr, gt, y: bool = False, crop: int = 0) -> dict:
     return {"psnr": psnr_arrays(a, b), "ssim": ssim_arrays(a, b), "ifc": ifc_gray(_gray255(b), _gray255(a))}
 
 
-def _evaluate_files(name: str, sr_file: Path, gt_file: Path, y: bool, crop: int) -> dict:
+REGION_METRICS = ("psnr_covered", "psnr_outside", "ssim_covered", "ssim_outside")
+
+
+def evaluate_regions(sr, gt, covered, y: bool = False, crop: int = 0) -> dict:
+    """PSNR and SSIM inside and outside a region, as the dual-camera literature reports them.
+
+    ``covered``: ``H×W`` bool (or ``1×H×W``/``1×1×H×W``), e.g. a telephoto reference's footprint
+    (:meth:`refsr_cli.inference.footprint.Footprint.mask`), at the images' size before ``crop``. PSNR is over
+    the region's pixels; SSIM is the mean of the SSIM map over them. A region with no pixels gives
+    ``None``. Returns ``{"psnr_covered", "psnr_outside", "ssim_covered", "ssim_outside"}``.
+    """
+    a, b = prepare(sr, gt, y, crop)
+    mask = np.asarray(covered.cpu() if hasattr(covered, "cpu") else covered).astype(bool)
+    mask = mask.reshape(mask.shape[-2:])
+    if crop:
+        mask = mask[crop:-crop, crop:-crop]
+    if mask.shape != a.shape[1:]:
+        raise RefsrError(f"the region mask is {mask.shape[1]}×{mask.shape[0]}, the images {a.shape[2]}×{a.shape[1]}")
+    error = ((a - b) ** 2).mean(axis=0)
+    structure = ssim_map(a, b).mean(axis=0)
+    inner = mask[5:-5, 5:-5]
+    out = {}
+    for name, region, inner_region in (("covered", mask, inner), ("outside", ~mask, ~inner)):
+        mse = float(error[region].mean()) if region.any() else None
+        out[f"psnr_{name}"] = None if mse is None else (math.inf if mse == 0 else 10.0 * math.log10(1.0 / mse))
+        out[f"ssim_{name}"] = float(structure[inner_region].mean()) if inner_region.any() else None
+    return {key: out[key] for key in REGION_METRICS}
+
+
+def read_mask(path: Path, size: tuple[int, int]) -> np.ndarray:
+    """``H×W`` bool region of a mask image (nonzero = covered, e.g. infer's ``NAME_footprint.png``) of
+    ``size = (H, W)``; :class:`RefsrError` naming the file when its size differs."""
+    from refsr_cli.data.image_io import read_image
+
+    mask, _ = read_image(path)
+    if tuple(mask.shape[-2:]) != tuple(size):
+        raise RefsrError(f"{path}: mask is {mask.shape[-1]}×{mask.shape[-2]}, the images {size[1]}×{size[0]}")
+    return (mask.amax(dim=0) > 0.5).numpy()
+
+
+def _evaluate_files(name: str, sr_file: Path, gt_file: Path, y: bool, crop: int,
+                    mask_file: Path | None = None) -> dict:
     from refsr_cli.data.image_io import read_image
 
     sr, _ = read_image(sr_file)
@@ -314,6 +360,8 @@ def _evaluate_files(name: str, sr_file: Path, gt_file: Path, y: bool, crop: int)
                          f"{gt_file} ({gt.shape[1]}×{gt.shape[2]})")
     try:
         values = evaluate(sr, gt, y, crop)
+        if mask_file is not None:
+            values.update(evaluate_regions(sr, gt, read_mask(mask_file, tuple(gt.shape[-2:])), y, crop))
     except RefsrError as exc:
         raise RefsrError(f"{sr_file}: {exc}") from None
     return {"name": name, **values}
@@ -321,6 +369,7 @@ def _evaluate_files(name: str, sr_file: Path, gt_file: Path, y: bool, crop: int)
 
 _ROLE_SUFFIXES = ("_sr", "_hr", "_gt")   # infer writes NAME_sr.png; pair folders hold NAME_hr.png
 _INPUT_SUFFIXES = ("_lr", "_ref")
+_INTERMEDIATE_SUFFIXES = ("_flow", "_warped", "_depth", "_footprint")   # infer --save-*
 
 
 def pair_key(stem: str) -> str:
@@ -341,6 +390,10 @@ def _images_by_key(folder: Path) -> dict[str, Path]:
     # A folder of infer pairs (NAME_lr, NAME_ref, NAME_hr): only the ground truth takes part.
     if any(f.stem.lower().endswith(("_hr", "_gt")) for f in files):
         files = [f for f in files if not f.stem.lower().endswith(_INPUT_SUFFIXES)]
+    # An infer output folder: NAME_sr.png's intermediates (NAME_warped.png, NAME_footprint.png …) take no part.
+    outputs = {f.stem[:-3] for f in files if f.stem.lower().endswith("_sr")}
+    files = [f for f in files if not any(f.stem.lower().endswith(suffix) and f.stem[:-len(suffix)] in outputs
+                                         for suffix in _INTERMEDIATE_SUFFIXES)]
     keyed: dict[str, Path] = {}
     for f in files:
         key = pair_key(f.stem)
@@ -375,12 +428,40 @@ def match_paths(sr_path, gt_path) -> list[tuple[str, Path, Path]]:
     return [(key, srs[key], gts[key]) for key in sorted(srs)]
 
 
-def compare_paths(sr_path, gt_path, y: bool = False, crop: int = 0, jobs: int = 0) -> list[dict]:
+def _masks_for(mask_path, pairs) -> list[Path | None]:
+    """The mask file of each pair: ``mask_path`` itself for every pair, or, for a folder, the image named
+    after the pair (``NAME.*``, ``NAME_footprint.*`` or ``NAME_mask.*``, as ``refsr infer --save-warped``
+    writes ``NAME_footprint.png``)."""
+    if mask_path is None:
+        return [None] * len(pairs)
+    mask_path = Path(mask_path)
+    if not mask_path.exists():
+        raise RefsrError(f"{mask_path}: no such mask file or folder")
+    if mask_path.is_file():
+        return [mask_path] * len(pairs)
+    from refsr_cli.data.image_io import list_images
+
+    keyed = {}
+    for f in list_images(mask_path):
+        stem = f.stem
+        for suffix in ("_footprint", "_mask"):
+            stem = stem[: -len(suffix)] if stem.lower().endswith(suffix) else stem
+        keyed[stem] = f
+    missing = [name for name, _, _ in pairs if name not in keyed]
+    if missing:
+        raise RefsrError(f"{mask_path}: no mask named {missing[0]}_footprint.* (or {missing[0]}.*)")
+    return [keyed[name] for name, _, _ in pairs]
+
+
+def compare_paths(sr_path, gt_path, y: bool = False, crop: int = 0, jobs: int = 0,
+                  mask=None) -> list[dict]:
     """Metrics of every SR/GT pair: ``[{"name", "psnr", "ssim", "ifc"}, …]`` sorted by name.
 
     Args:
         sr_path, gt_path: two image files, or two folders whose images are matched by file stem.
         y, crop: see the module docstring.
+        mask: a mask image (nonzero = the covered region) for every pair, or a folder of masks named after
+            the pairs: each row gains :data:`REGION_METRICS` (covered / outside; whole = the plain metrics).
         jobs: parallel workers (joblib threads: NumPy, SciPy, pyrtools' C code and image decoding
             release the GIL, and threads start at once where processes would re-import torch);
             0 = automatic (one per core, serial for fewer than 4 images).
@@ -391,19 +472,20 @@ def compare_paths(sr_path, gt_path, y: bool = False, crop: int = 0, jobs: int = 
     from refsr_cli import console
 
     pairs = match_paths(sr_path, gt_path)
+    masks = _masks_for(mask, pairs)
     if jobs <= 0:
         jobs = 1 if len(pairs) < 4 else min(len(pairs), os.cpu_count() or 1)
     jobs = min(jobs, len(pairs))
     results = []
     with console.progress_bar("metrics", total=len(pairs)) as bar:
         if jobs == 1:
-            for name, s, g in pairs:
-                results.append(_evaluate_files(name, s, g, y, crop))
+            for (name, s, g), m in zip(pairs, masks):
+                results.append(_evaluate_files(name, s, g, y, crop, m))
                 bar.advance()
         else:
             from joblib import Parallel, delayed
 
-            tasks = (delayed(_evaluate_files)(name, s, g, y, crop) for name, s, g in pairs)
+            tasks = (delayed(_evaluate_files)(name, s, g, y, crop, m) for (name, s, g), m in zip(pairs, masks))
             for row in Parallel(n_jobs=jobs, prefer="threads", return_as="generator")(tasks):
                 results.append(row)
                 bar.advance()
@@ -430,7 +512,8 @@ def mean_of_rows(rows, keys=None, *, keep_inf: bool = False) -> dict:
 
 def mean_row(rows: list[dict]) -> dict:
     """Mean of each metric over ``rows`` (``inf`` if any PSNR is ``inf``; NaNs skipped; NaN if none)."""
-    means = mean_of_rows(rows, METRICS, keep_inf=True)
+    keys = METRICS + tuple(k for k in REGION_METRICS if any(k in r for r in rows))
+    means = mean_of_rows(rows, keys, keep_inf=True)
     return {key: math.nan if value is None else value for key, value in means.items()}
 
 
@@ -458,8 +541,10 @@ def write_csv(path, rows: list[dict]) -> None:
     def write(tmp: Path) -> None:
         with open(tmp, "w", newline="") as fh:
             writer = csv.writer(fh)
-            writer.writerow(["name", *METRICS])
-            for r in [*rows, {"name": "mean", **mean_row(rows)}]:
-                writer.writerow([r["name"], *(repr(float(r[k])) for k in METRICS)])
+            mean = mean_row(rows)
+            keys = [k for k in mean]
+            writer.writerow(["name", *keys])
+            for r in [*rows, {"name": "mean", **mean}]:
+                writer.writerow([r["name"], *(repr(float(math.nan if r.get(k) is None else r[k])) for k in keys)])
 
     atomic_write(path, write)

@@ -451,3 +451,32 @@ def test_corrupt_chunk_names_store_light_field_and_view_and_can_be_skipped(tiny_
     assert result.exit_code == 0, result.output
     assert "unreadable" in result.output and "skipped" in result.output
     assert read_checkpoint(tmp_path / "run" / "model.pt")["meta"]["iterations"] == 3
+
+
+def test_partial_reference_samples_keep_a_rectangle_and_smear_its_border(tiny_lf_store, tmp_path):
+    """--partial-reference P: that share of samples gets a reference with content in a rectangle only, the
+    rest its nearest border pixel (as a prealigned telephoto reference); P = 0 leaves samples as they were."""
+    from refsr_cli.data.training_samples import open_training_data
+
+    args = dict(scale=4, crop=(32, 32), views="diagonal", ref_view=(0, 0), parallax_shift=0, flips=False, seed=3)
+    plain = open_training_data([str(tiny_lf_store)], **args)
+    partial = open_training_data([str(tiny_lf_store)], **args, partial_reference=1.0)
+    changed = 0
+    for g in range(8):
+        a, b = plain[g], partial[g]
+        assert torch.equal(a["hr"], b["hr"]) and torch.equal(a["lr"], b["lr"])
+        ref = b["ref"]
+        # Every row/column outside the kept rectangle repeats the rectangle's edge row/column.
+        rows = [y for y in range(1, 32) if not torch.equal(ref[:, y], ref[:, y - 1])]
+        cols = [x for x in range(1, 32) if not torch.equal(ref[:, :, x], ref[:, :, x - 1])]
+        y0, y1, x0, x1 = min(rows) - 1, max(rows), min(cols) - 1, max(cols)
+        assert torch.equal(ref[:, y0:y1 + 1, x0:x1 + 1], a["ref"][:, y0:y1 + 1, x0:x1 + 1])
+        changed += not torch.equal(ref, a["ref"])
+    assert changed >= 6
+    assert torch.equal(open_training_data([str(tiny_lf_store)], **args, partial_reference=0.0)[5]["ref"], plain[5]["ref"])
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, _train_args(tiny_lf_store, out, "refsrnet", 2, ["--partial-reference", "0.5"]))
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "config.json").read_text())["partial_reference"] == 0.5
+    bad = CliRunner().invoke(main, _train_args(tiny_lf_store, tmp_path / "bad", "refsrnet", 1, ["--partial-reference", "2"]))
+    assert bad.exit_code == 2

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from refsr_cli import __version__
-from refsr_cli.metrics import METRICS, mean_of
+from refsr_cli.metrics import METRICS, REGION_METRICS, mean_of
 
 
 def _mean_std(values: list) -> tuple[float | None, float | None]:
@@ -29,6 +29,11 @@ def _speedup(method_records: dict, pm_records: dict) -> tuple[float | None, int]
     mine = statistics.median(method_records[k] for k in common)
     theirs = statistics.median(pm_records[k] for k in common)
     return (theirs / mine if mine > 0 else None), len(common)
+
+
+def _megapixels(hr_size) -> float | None:
+    """``H·W / 10⁶`` of an output ``[H, W]`` (``None`` when the pair's size was not recorded)."""
+    return hr_size[0] * hr_size[1] / 1e6 if hr_size else None
 
 
 def _suite_summary(records, sources, scales, order_methods) -> list[dict]:
@@ -91,6 +96,9 @@ def build_report(records, pair_infos, plans, sources, scales, dev, jobs, counter
         for metric in METRICS:
             mean, std = _mean_std([r.get(metric) for r in group])
             row[metric], row[f"{metric}_std"] = mean, std
+        for metric in REGION_METRICS:      # a partial reference (wide/tele): inside / outside its footprint
+            if any(r.get(metric) is not None for r in group):
+                row[metric], row[f"{metric}_std"] = _mean_std([r.get(metric) for r in group])
         row["seconds"] = statistics.median(r["seconds"] for r in group)
         pvals = [parallax.get((data, view, r["image"], scale)) for r in group]
         pvals = [p for p in pvals if p is not None]
@@ -152,8 +160,12 @@ def build_report(records, pair_infos, plans, sources, scales, dev, jobs, counter
                          "region": info["region"], "parallax": info.get("parallax"), "tiles": tiles})
 
     how = sorted({i.get("parallax_source") for i in pair_infos if i.get("parallax_source")})
-    images = [{k: r.get(k) for k in ("method", "scale", "data", "view", "image", "psnr", "ssim", "ifc",
-                                     "seconds", "threads")} for r in records]
+    # Output size per image, so that times can be compared per megapixel across data of different sizes.
+    pixels = {(i["data"], str(i["view"]), i["image"], i["scale"]): i.get("hr_size") for i in pair_infos}
+    images = [{**{k: r.get(k) for k in ("method", "scale", "data", "view", "image", "psnr", "ssim", "ifc",
+                                        "seconds", "threads")},
+               "megapixels": _megapixels(pixels.get((r["data"], str(r["view"]), r["image"], r["scale"])))}
+              for r in records]
     return {
         "refsr_report_version": 1,
         "results": rows,

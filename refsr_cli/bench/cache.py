@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -20,7 +21,7 @@ from refsr_cli.bench.plan import MethodPlan, load_plan_method
 from refsr_cli.bench.sources import Source, safe_name
 from refsr_cli.data.files import read_json, write_json
 from refsr_cli.data.image_io import write_image
-from refsr_cli.metrics import METRICS, finite_or_none
+from refsr_cli.metrics import finite_or_none
 from refsr_cli.ops.block_match import luma
 
 CACHE_VERSION = 1
@@ -29,9 +30,10 @@ QUICK = 0.5                     # seconds: calls shorter than this are timed a s
 CROP = 128                      # side (HR pixels) of the side-by-side crops in the HTML page
 
 
-def crop_region(hr: torch.Tensor, size: int = CROP) -> tuple[int, int, int]:
+def crop_region(hr: torch.Tensor, size: int = CROP, within: torch.Tensor | None = None) -> tuple[int, int, int]:
     """``(y, x, side)`` of the most textured ``size``² window of ``hr`` (depends on the GT only, so it
-    is the same for every method and stays put when methods are added)."""
+    is the same for every method and stays put when methods are added); with ``within`` (``H×W`` bool, a
+    partial reference's footprint) the most textured window inside it."""
     h, w = hr.shape[-2:]
     side = min(size, h, w)
     gray = luma(hr.float().cpu()[None])
@@ -40,6 +42,9 @@ def crop_region(hr: torch.Tensor, size: int = CROP) -> tuple[int, int, int]:
     energy = F.pad(gx + gy, (0, 1, 0, 1))
     step = max(1, side // 8)
     pooled = F.avg_pool2d(energy, side, stride=step)[0, 0]
+    if within is not None:      # windows wholly inside the region only
+        inside = F.avg_pool2d(within.float()[None, None], side, stride=step)[0, 0] > 0.999
+        pooled = torch.where(inside, pooled, -1.0) if inside.any() else pooled
     iy, ix = divmod(int(pooled.argmax()), pooled.shape[1])
     return iy * step, ix * step, side
 
@@ -51,25 +56,30 @@ def _save_crop(path: Path, image: torch.Tensor, region) -> None:
 
 def compute_unit(plan: MethodPlan, scale: int, device: str, lr: torch.Tensor, ref: torch.Tensor,
                  hr: torch.Tensor, meta: dict, cache_file: str, region=None, threads: int | None = None,
-                 method=None) -> dict:
+                 method=None, footprint=None) -> dict:
     """Run one method on one pair, score it, write its cache entry (+ crops) and return the record.
 
-    Runs in the main process (networks) or in a joblib worker (baselines, with ``threads``).
+    Runs in the main process (networks) or in a joblib worker (baselines, with ``threads``). With a
+    ``footprint`` (a prealigned partial reference), the method runs as ``refsr infer --prealign`` runs it
+    (:func:`refsr_cli.inference.footprint.footprint_inference`) and the record adds the covered /
+    outside metrics.
     """
-    from refsr_cli.metrics import evaluate
+    from refsr_cli.metrics import evaluate, evaluate_regions
 
     if threads:
         torch.set_num_threads(int(threads))
     if method is None:
         method = load_plan_method(plan, scale, device)
     cache_file = Path(cache_file)
-    seconds, (sr, aux) = _timed(method, lr, ref)
+    seconds, (sr, aux) = _timed(method, lr, ref, footprint)
     if seconds < QUICK:
         # A short call is dominated by one-time costs (resize matrices, allocator): time it again.
-        seconds, (sr, aux) = _timed(method, lr, ref)
+        seconds, (sr, aux) = _timed(method, lr, ref, footprint)
     sr = sr[0].float().clamp(0, 1).cpu()
     scores = evaluate(sr, hr)
-    record = {**meta, **{k: finite_or_none(scores[k]) for k in METRICS}, "seconds": seconds,
+    if footprint is not None:
+        scores.update(evaluate_regions(sr, hr, footprint.mask()))
+    record = {**meta, **{k: finite_or_none(v) for k, v in scores.items()}, "seconds": seconds,
               "threads": torch.get_num_threads(), "device": str(method.device)}
     if getattr(method, "geometry", None) is not None:
         record["geometry"] = method.geometry.to_json()
@@ -86,12 +96,17 @@ def compute_unit(plan: MethodPlan, scale: int, device: str, lr: torch.Tensor, re
     return record
 
 
-def _timed(method, lr: torch.Tensor, ref: torch.Tensor):
+def _timed(method, lr: torch.Tensor, ref: torch.Tensor, footprint=None):
     start = time.perf_counter()
     ref = ref[None]
-    if hasattr(method, "bind_pair"):        # reading the pair's geometry is part of the method's time
-        ref = method.bind_pair(lr[None], ref)
-    result = method(lr[None], ref)
+    if footprint is not None and method.needs_reference and not footprint.full:
+        from refsr_cli.inference.footprint import footprint_inference
+
+        result = footprint_inference(method, lr[None], ref, footprint, lambda m, lr_, ref_: m(lr_, ref_))
+    else:
+        if hasattr(method, "bind_pair"):    # reading the pair's geometry is part of the method's time
+            ref = method.bind_pair(lr[None], ref)
+        result = method(lr[None], ref)
     if method.device.type == "cuda":
         torch.cuda.synchronize(method.device)
     return time.perf_counter() - start, result
@@ -113,8 +128,27 @@ def valid_cached(path: Path, needs_crop: bool) -> dict | None:
     return record
 
 
+def aligned_reference(cache: Path, source: Source, scale: int, view, name: str, lr: torch.Tensor,
+                      ref: torch.Tensor) -> tuple[torch.Tensor, object]:
+    """A reference of another field of view brought onto the HR grid, as ``refsr infer --prealign`` does:
+    ``(3×sh×sw reference, Footprint)``. The similarity is estimated once (SIFT takes seconds) and cached
+    beside the pair's facts."""
+    from refsr_cli.inference.footprint import Footprint
+    from refsr_cli.ops.prealign import estimate_alignment, resample_reference
+
+    path = cache / "pairs" / f"{source.ident}__x{scale}__{safe_name(view)}__{safe_name(name)}.align.json"
+    size = (scale * lr.shape[-2], scale * lr.shape[-1])
+    stored = read_json(path)
+    if stored is None or stored.get("cache_version") != CACHE_VERSION or stored.get("ref_size") != list(ref.shape[-2:]):
+        matrix = estimate_alignment(lr, ref, scale).matrix
+        stored = {"cache_version": CACHE_VERSION, "ref_size": list(ref.shape[-2:]), "matrix": matrix.tolist()}
+        write_json(path, stored, indent=1)
+    footprint = Footprint(np.asarray(stored["matrix"], np.float64), tuple(ref.shape[-2:]), size, scale)
+    return resample_reference(ref, footprint.matrix, size)[0], footprint
+
+
 def pair_info(cache: Path, source: Source, scale: int, view, name: str, lr, ref, hr,
-               showcase: bool) -> dict:
+               showcase: bool, footprint=None) -> dict:
     """Method-independent facts of one pair (parallax, crop region, GT/Ref crops), cached."""
     path = cache / "pairs" / f"{source.ident}__x{scale}__{safe_name(view)}__{safe_name(name)}.json"
     info = read_json(path)
@@ -129,8 +163,10 @@ def pair_info(cache: Path, source: Source, scale: int, view, name: str, lr, ref,
     info = {"cache_version": CACHE_VERSION, "data": source.label, "view": view, "image": name,
             "scale": scale, "parallax": finite_or_none(parallax) if parallax is not None else None,
             "parallax_source": how, "hr_size": list(hr.shape[-2:]), "estimator": ESTIMATOR}
+    if footprint is not None:
+        info.update(footprint.to_json())
     if showcase:
-        region = crop_region(hr)
+        region = crop_region(hr, within=footprint.mask() if footprint is not None else None)
         info["region"] = list(region)
         for key, image in (("gt_crop", hr), ("ref_crop", ref)):
             file = path.with_suffix(f".{key[:-5]}.png")

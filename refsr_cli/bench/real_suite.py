@@ -68,6 +68,23 @@ def _stereo() -> tuple[np.ndarray, np.ndarray]:
     return _crop(left, right)          # Ref = left view, target = right view (as the built-in stereo pair)
 
 
+def _stereo_tele() -> tuple[np.ndarray, np.ndarray]:
+    """The stereo pair as a wide + telephoto rig: the reference is the left view's central half in each
+    dimension (a quarter of the view) at the target's pixel density, as a 2× telephoto camera beside
+    the wide one would see it."""
+    ref, target = _stereo()
+    h, w = target.shape[:2]
+    return np.ascontiguousarray(ref[h // 4: 3 * h // 4, w // 4: 3 * w // 4]), target
+
+
+def wide_tele_cases() -> list[RealCase]:
+    """The built-in wide/tele cases: a reference that sees only the centre of the view, at another
+    position (``refsr infer --prealign`` finds the zoom and the footprint)."""
+    return [RealCase("stereo_motorcycle/tele", "wide/tele",
+                     "scikit-image: data.stereo_motorcycle, right view; reference: the left view's central "
+                     "half (25 % of the view) at the HR density", _stereo_tele)]
+
+
 def stereo_parallax() -> float:
     """Mean of the motorcycle's ground-truth disparity (HR px) over the case's crop, invalid entries
     (``inf``, 0) excluded."""

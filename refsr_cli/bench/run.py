@@ -19,7 +19,7 @@ import torch
 from refsr_cli import console
 from refsr_cli.archs import spec
 from refsr_cli.bench.aggregate import build_report
-from refsr_cli.bench.cache import CACHE_VERSION, compute_unit, pair_info, valid_cached, warm_up
+from refsr_cli.bench.cache import CACHE_VERSION, aligned_reference, compute_unit, pair_info, valid_cached, warm_up
 from refsr_cli.bench.plan import load_plan_method, plan_methods
 from refsr_cli.bench.sources import DEFAULT_VIEWS, PairsSource, Source, StoreSource, builtin_sources, safe_name
 from refsr_cli.errors import RefsrError
@@ -155,10 +155,17 @@ def _run_group(plans, scale, source, view, items, cache, dev, jobs, loaded, coun
     """All units of one (scale, data, view) group: cached ones read, the rest computed."""
     view_key = safe_name(view)
     infos = []
+    # A reference smaller than the view (wide/tele) is aligned onto it first, as `infer --prealign` does.
+    footprints = [None] * len(items)
+    for index, (name, lr, ref, hr) in enumerate(items):
+        if ref.shape != hr.shape:
+            aligned, footprints[index] = aligned_reference(cache, source, scale, view, name, lr, ref)
+            items[index] = (name, lr, aligned, hr)
     # Estimating parallax (ops.geometry on full-size pairs) takes seconds per pair the first time; cached after.
     described = console.track(items, f"×{scale} {source.label} {source.view_label(view)}: parallax", transient=True)
     for index, (name, lr, ref, hr) in enumerate(described):
-        info = pair_info(cache, source, scale, view, name, lr, ref, hr, showcase=index == 0)
+        info = pair_info(cache, source, scale, view, name, lr, ref, hr, showcase=index == 0,
+                         footprint=footprints[index])
         info.update(view_label=source.view_label(view))
         infos.append(info)
     todo_base, todo_net, records = [], [], []
@@ -177,7 +184,7 @@ def _run_group(plans, scale, source, view, items, cache, dev, jobs, loaded, coun
                     "kind": plan.kind, "digest": plan.digest, "weights": str(plan.weights) if plan.weights else None,
                     "scale": scale, "data": source.label, "view": view, "view_label": source.view_label(view),
                     "image": name}
-            unit = (plan, scale, lr, ref, hr, meta, str(cache_file), region)
+            unit = (plan, scale, lr, ref, hr, meta, str(cache_file), region, footprints[index])
             (todo_base if plan.kind == "baseline" and dev.type != "cuda" else todo_net).append(unit)
     total = len(todo_base) + len(todo_net)
     if total == 0:
@@ -186,7 +193,7 @@ def _run_group(plans, scale, source, view, items, cache, dev, jobs, loaded, coun
     with console.progress_bar(description, total) as bar:
         if todo_base:
             records += _run_baselines(todo_base, jobs, bar)
-        for plan, scale_, lr, ref, hr, meta, cache_file, region in todo_net:
+        for plan, scale_, lr, ref, hr, meta, cache_file, region, footprint in todo_net:
             bar.info(plan.label)
             method = loaded.get(plan.label)
             first_use = method is None
@@ -197,7 +204,7 @@ def _run_group(plans, scale, source, view, items, cache, dev, jobs, loaded, coun
             if first_use:
                 warm_up(method, lr, ref)
             records.append(compute_unit(plan, scale_, str(dev), lr, ref, hr, meta, cache_file, region,
-                                        method=method))
+                                        method=method, footprint=footprint))
             bar.advance()
     for unit in todo_base + todo_net:
         label = unit[0].label
@@ -213,10 +220,10 @@ def _run_baselines(units, jobs: int, bar) -> list[dict]:
         # times do not depend on how many of its units happened to be cached.
         out, before = [], torch.get_num_threads()
         try:
-            for plan, scale, lr, ref, hr, meta, cache_file, region in units:
+            for plan, scale, lr, ref, hr, meta, cache_file, region, footprint in units:
                 bar.info(plan.label)
                 out.append(compute_unit(plan, scale, "cpu", lr, ref, hr, meta, cache_file, region,
-                                        threads if jobs > 1 else None))
+                                        threads if jobs > 1 else None, footprint=footprint))
                 bar.advance()
         finally:
             torch.set_num_threads(before)
@@ -227,8 +234,8 @@ def _run_baselines(units, jobs: int, bar) -> list[dict]:
     out = []
     # Finished units land in the cache as they complete (in the workers), so an interruption keeps them.
     results = Parallel(n_jobs=min(jobs, len(units)), return_as="generator_unordered")(
-        delayed(compute_unit)(plan, scale, "cpu", lr, ref, hr, meta, cache_file, region, threads)
-        for plan, scale, lr, ref, hr, meta, cache_file, region in units)
+        delayed(compute_unit)(plan, scale, "cpu", lr, ref, hr, meta, cache_file, region, threads, footprint=footprint)
+        for plan, scale, lr, ref, hr, meta, cache_file, region, footprint in units)
     for record in results:
         out.append(record)
         bar.advance()

@@ -177,6 +177,30 @@ class RealSuiteSource(Source):
                                                 for c in self.cases]}
 
 
+class WideTeleSource(RealSuiteSource):
+    """The built-in wide/tele cases (:func:`refsr_cli.bench.real_suite.wide_tele_cases`): each reference is
+    smaller than the HR view and covers only its centre. The bench aligns it as ``refsr infer --prealign``
+    does (once per pair, outside the methods' times) and scores the footprint's inside and outside apart."""
+
+    kind = "wide/tele"
+    label = "wide/tele"
+    path = "built-in wide/tele pairs (docs/real-suite.md)"
+
+    def __init__(self):
+        from refsr_cli.bench.real_suite import wide_tele_cases
+        from refsr_cli.inference import footprint
+        from refsr_cli.ops import prealign
+
+        self.cases = wide_tele_cases()
+        self.by_name = {case.name: case for case in self.cases}
+        # What the methods get depends on the alignment and the footprint: their code is part of the key.
+        code = b"".join(Path(m.__file__).read_bytes() for m in (prealign, footprint))
+        self.ident = f"widetele-{hashlib.sha1(code).hexdigest()[:8]}"
+
+    def parallax(self, name, view, hr, ref):
+        return estimated_parallax(hr, ref)
+
+
 class PairsSource(Source):
     """A folder (or CSV) of LR/Ref/HR pairs, as ``refsr infer`` reads them; pairs without HR are skipped."""
 
@@ -227,12 +251,13 @@ class PairsSource(Source):
         return out
 
 
-SUITES = ("all", "synthetic", "real")
+SUITES = ("all", "synthetic", "real", "wide-tele")
 
 
 def builtin_sources(count: int, size: tuple[int, int], views: Iterable[int], jobs: int,
                     suite: str = "all") -> list[Source]:
-    """The built-in test sets: ``synthetic`` light fields, the ``real`` pairs, or ``all`` of them."""
+    """The built-in test sets: ``synthetic`` light fields, the ``real`` pairs, the ``wide-tele`` pairs, or
+    ``all`` of them."""
     from refsr_cli.bench.builtin_data import builtin_disparity, builtin_store
 
     if suite not in SUITES:
@@ -243,4 +268,6 @@ def builtin_sources(count: int, size: tuple[int, int], views: Iterable[int], job
         sources.append(StoreSource(store, views, label="synthetic", disparity=builtin_disparity(store)))
     if suite in ("all", "real"):
         sources.append(RealSuiteSource())
+    if suite in ("all", "wide-tele"):
+        sources.append(WideTeleSource())
     return sources

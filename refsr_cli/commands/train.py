@@ -50,6 +50,10 @@ class VariantChoice(click.Choice):
                    "and validated on; 0 = no validation  [default: a tenth, 1 to 8].")
 @click.option("--val-every", type=POSITIVE, default=None, help="Validate every N iterations.")
 @click.option("--checkpoint-every", type=POSITIVE, default=None, help="Save training state every N iterations.")
+@click.option("--partial-reference", type=click.FloatRange(0, 1), default=None, metavar="P",
+              help="Share of samples whose reference covers only a random part of the crop, the rest its "
+                   "border pixels smeared outwards (as a prealigned telephoto reference): the network learns "
+                   "where a reference has no content  [default: 0].")
 @click.option("--seed", type=int, default=None, help="Seed of weights init and of the data order.")
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda when available).")
 @click.option("--model-size", type=click.Choice(["paper", "tiny"]), default=None,
@@ -66,7 +70,7 @@ class VariantChoice(click.Choice):
 @click.option("--skip-bad", is_flag=True, help="Leave out samples whose store data cannot be read (a damaged "
                                               "file), with a warning each, instead of stopping.")
 def command(variant, data, mix, scale, out, iters, batch, crop, lr, val, val_holdout, val_every, checkpoint_every,
-            seed, device, model_size, vgg, init, config_file, skip_bad):
+            partial_reference, seed, device, model_size, vgg, init, config_file, skip_bad):
     """Train a network on light-field (or video) stores; resumable.
 
     Presets follow each paper (optimiser, schedule, iterations, crop, views, augmentation, loss
@@ -78,6 +82,7 @@ def command(variant, data, mix, scale, out, iters, batch, crop, lr, val, val_hol
     Examples:
       refsr train --variant crossnet --data data/train.h5 --scale 8 --out runs/cn8
       refsr train --variant crossnet --data data --model-size tiny --iters 200 --crop 64 64
+      refsr train --variant refsrnet --data data --partial-reference 0.3   # for wide/tele rigs
       refsr prepare synthetic --out data train --variant crossnet --iters 200 bench
       torchrun --nproc_per_node 4 -m refsr_cli train --variant crossnetpp --data data --out runs/cpp
     """
@@ -96,6 +101,7 @@ def command(variant, data, mix, scale, out, iters, batch, crop, lr, val, val_hol
         raise click.UsageError("--val and --val-holdout exclude each other (a validation store replaces the hold-out)")
     flags = dict(scale=int(scale) if scale else None, iters=iters, batch=batch, crop=list(crop) if crop else None,
                  lr=lr, val_every=val_every, val_holdout=val_holdout, checkpoint_every=checkpoint_every, seed=seed,
+                 partial_reference=partial_reference,
                  model_size=model_size, mix=mix_weights, init=str(init) if init else None,
                  data=[str(s) for s in sources] if sources else None)
     config = resolve_config(variant, toml, **flags)

@@ -62,6 +62,23 @@ def sample_pair(rng: np.random.Generator, read_hr: Reader, read_ref: Reader, hei
     return lr.contiguous(), ref.contiguous(), hr.contiguous(), geometry
 
 
+def partial_reference(ref, rng: np.random.Generator, smallest: float = 0.3):
+    """``ref`` (``3×H×W``) as a prealigned telephoto reference looks when it covers only part of the view:
+    a random rectangle (each side ``smallest``–100 % of the image's, anywhere inside it) keeps its pixels,
+    and every pixel outside takes the nearest pixel of the rectangle — the border smear that resampling a
+    smaller reference onto the whole view leaves (``ops.prealign.resample_reference`` clamps at its
+    borders). Trains a network to use the reference only where it has content."""
+    import torch
+
+    _, h, w = ref.shape
+    sides = rng.uniform(smallest, 1.0, size=2)
+    rh, rw = max(1, int(round(sides[0] * h))), max(1, int(round(sides[1] * w)))
+    y0, x0 = int(rng.integers(0, h - rh + 1)), int(rng.integers(0, w - rw + 1))
+    rows = torch.arange(h).clamp(y0, y0 + rh - 1)
+    cols = torch.arange(w).clamp(x0, x0 + rw - 1)
+    return ref[:, rows][:, :, cols].contiguous()
+
+
 def window_of(image: np.ndarray) -> Reader:
     """A :data:`Reader` over an array already in memory."""
     return lambda w: image[w[0]:w[0] + w[2], w[1]:w[1] + w[3]]

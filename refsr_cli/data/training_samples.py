@@ -81,7 +81,7 @@ class TrainingSamples(Dataset):
 
     def __init__(self, sources: list, weights: list[float] | None = None, seed: int = 0,
                  landmark_cache=None, flow: bool = False, held_out: list[list[int]] | None = None,
-                 skip_bad: bool = False):
+                 skip_bad: bool = False, partial_reference: float = 0.0):
         if not sources:
             raise RefsrError("no training data")
         weights = np.asarray(weights if weights is not None else [1.0] * len(sources), dtype=np.float64)
@@ -101,6 +101,9 @@ class TrainingSamples(Dataset):
                        for src, held in zip(sources, self.held_out)]
         self.skip_bad = bool(skip_bad)
         self.skipped: set[str] = set()
+        if not 0.0 <= float(partial_reference) <= 1.0:
+            raise RefsrError(f"partial_reference must be a probability in [0, 1], not {partial_reference}")
+        self.partial_reference = float(partial_reference)
 
     def __len__(self) -> int:
         return VIRTUAL_LENGTH
@@ -145,6 +148,11 @@ class TrainingSamples(Dataset):
     def _sample(self, s: int, index: int, rng: np.random.Generator) -> dict:
         source = self.sources[s]
         lr, ref, hr, geometry = source.sample(index, rng)
+        # Drawn only when asked for, so that runs without it keep their samples.
+        if self.partial_reference > 0 and rng.random() < self.partial_reference:
+            from refsr_cli.data.augment import partial_reference
+
+            ref = partial_reference(ref, rng)
         sample = {"lr": lr, "ref": ref, "hr": hr}
         baseline = _baseline(source, geometry)
         if baseline is not None:
@@ -230,9 +238,11 @@ def collate(samples: list[dict]) -> dict:
 
 def open_training_data(paths, scale, crop, views, ref_view, parallax_shift, flips, seed, mix=None,
                        landmarks=False, cache_dir=None, flow=False, holdout: int | str = 0,
-                       skip_bad: bool = False) -> TrainingSamples:
+                       skip_bad: bool = False, partial_reference: float = 0.0) -> TrainingSamples:
     """:class:`TrainingSamples` over one or several stores (``mix``: their weights), each with
-    :func:`held_out_items` ``(n, holdout)`` kept for validation (``0``: none); ``skip_bad``: see the module."""
+    :func:`held_out_items` ``(n, holdout)`` kept for validation (``0``: none); ``skip_bad``: see the module;
+    ``partial_reference``: the share of samples whose reference covers only part of the crop
+    (:func:`refsr_cli.data.augment.partial_reference`)."""
     paths = paths if isinstance(paths, (list, tuple)) else [paths]
     views = tuple(views) if isinstance(views, list) else views
     ref_view = tuple(ref_view) if isinstance(ref_view, list) else ref_view
@@ -249,4 +259,5 @@ def open_training_data(paths, scale, crop, views, ref_view, parallax_shift, flip
             held_out.append(held_out_items(source.num_items(), holdout))
         except ValueError as exc:
             raise RefsrError(f"{_store_path(path)}: {exc}") from None
-    return TrainingSamples(sources, mix, seed, cache, flow=flow, held_out=held_out, skip_bad=skip_bad)
+    return TrainingSamples(sources, mix, seed, cache, flow=flow, held_out=held_out, skip_bad=skip_bad,
+                           partial_reference=partial_reference)

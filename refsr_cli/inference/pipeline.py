@@ -35,7 +35,7 @@ from refsr_cli.inference.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, tiled_infe
 
 MIN_LR_SIDE = 8
 INTERMEDIATES = ("flow", "warped", "depth")
-PAIR_SUFFIXES = ("_sr.png", "_flow.png", "_flow.npy", "_warped.png", "_depth.png", "_depth.npy")
+PAIR_SUFFIXES = ("_sr.png", "_flow.png", "_flow.npy", "_warped.png", "_footprint.png", "_depth.png", "_depth.npy")
 METRICS_FILE = "metrics.json"
 SETTINGS_FILE = "settings.json"
 # The settings that decide an output's pixels, each with the options that set it (for the messages).
@@ -220,6 +220,10 @@ def _save_intermediates(out_dir: Path, name: str, aux: dict, wanted: Iterable[st
             _save_npy(out_dir / f"{name}_flow.npy", flow.numpy().astype(np.float32))
         elif key == "warped":
             write_image(out_dir / f"{name}_warped.png", quantize(value, bits), bits)
+            footprint = aux.get("footprint")
+            if footprint is not None:   # where the prealigned reference has content (white), for metrics --mask
+                mask = footprint.mask().numpy().astype(np.uint8) * 255
+                write_image(out_dir / f"{name}_footprint.png", np.repeat(mask[:, :, None], 3, axis=2))
         elif key == "depth":
             depth = value[0, 0].float().numpy()
             lo, hi = float(np.nanmin(depth)), float(np.nanmax(depth))
@@ -231,14 +235,16 @@ def _save_intermediates(out_dir: Path, name: str, aux: dict, wanted: Iterable[st
 
 
 def _load_pair_inputs(pair: Pair, method: Method, prealign: bool, detector: str):
-    """Read and validate LR, Ref and HR; returns ``(lr 1×3×h×w, ref or None, hr or None, bits, notes)``."""
+    """Read and validate LR, Ref and HR; returns ``(lr 1×3×h×w, ref or None, hr or None, bits, notes,
+    footprint)``: with ``prealign`` the reference resampled onto the HR grid and its
+    :class:`~refsr_cli.inference.footprint.Footprint` there (else ``None``)."""
     s = method.scale
     lr, bits = read_image(pair.lr)
     h, w = lr.shape[-2:]
     if min(h, w) < MIN_LR_SIDE:
         raise RefsrError(f"LR image {pair.lr.name} is {w}×{h} px; at least {MIN_LR_SIDE} px per side needed")
     notes = []
-    hr = None
+    hr = footprint = None
     if pair.hr is not None:
         hr, _ = read_image(pair.hr)
         if tuple(hr.shape[-2:]) != (s * h, s * w):
@@ -248,18 +254,20 @@ def _load_pair_inputs(pair: Pair, method: Method, prealign: bool, detector: str)
     if method.needs_reference:
         ref, _ = read_image(pair.ref)
         if prealign:
-            from refsr_cli.ops.prealign import coverage, prealign as align
+            from refsr_cli.inference.footprint import Footprint
+            from refsr_cli.ops.prealign import prealign as align
 
             ref_size = tuple(ref.shape[-2:])
             ref, alignment = align(lr, ref, s, detector)
-            covered = coverage(alignment, (s * h, s * w), ref_size)
-            notes.append(f"prealigned reference: {alignment.describe()}, covers {covered:.0%} of the view")
+            footprint = Footprint(alignment.matrix, ref_size, (s * h, s * w), s)
+            notes.append(f"prealigned reference: {alignment.describe()}; zoom {footprint.zoom:.3f}× the LR, "
+                         f"covers {footprint.coverage:.0%} of the view")
         elif tuple(ref.shape[-2:]) != (s * h, s * w):
             raise RefsrError(f"reference {pair.ref.name} is {ref.shape[-1]}×{ref.shape[-2]}, expected "
                              f"{s * w}×{s * h} ({s}× the LR {w}×{h}); pass --prealign to align a reference "
                              "with a different field of view")
         ref = ref.unsqueeze(0) if ref.dim() == 3 else ref
-    return lr.unsqueeze(0), ref, hr, bits, notes
+    return lr.unsqueeze(0), ref, hr, bits, notes, footprint
 
 
 def run_pair(pair: Pair, out_dir: Path, method: Method, *, tile: int = DEFAULT_TILE,
@@ -286,8 +294,26 @@ def run_pair(pair: Pair, out_dir: Path, method: Method, *, tile: int = DEFAULT_T
                                  "rerun with --overwrite")
             metrics = evaluate(sr, hr, y=metrics_y, crop=metrics_crop)
         return PairResult(pair.name, "skipped", target, time.perf_counter() - start, metrics)
-    lr, ref, hr, bits, notes = _load_pair_inputs(pair, method, prealign, detector)
-    ref = method.bind_pair(lr, ref)
+    lr, ref, hr, bits, notes, footprint = _load_pair_inputs(pair, method, prealign, detector)
+    wanted = [k for k in save if k in INTERMEDIATES]
+
+    def run(m: Method, lr_, ref_):
+        return tiled_inference(m, lr_, ref_, m.scale, tile=tile, overlap=overlap, batch=batch,
+                               aux_keys=wanted, progress=progress)
+
+    partial = footprint is not None and method.needs_reference and not footprint.full
+    if partial:
+        from refsr_cli.inference.footprint import footprint_inference
+
+        sr, aux = footprint_inference(method, lr, ref, footprint, run)
+        single = method.fallback_method()
+        notes.append(f"the reference covers {footprint.coverage:.0%} of the view: reference-based SR inside it, "
+                     f"{single.name if single else method.name} outside, blended across the footprint's edge")
+    else:
+        ref = method.bind_pair(lr, ref)
+        sr, aux = run(method, lr, ref)
+    if footprint is not None:
+        aux["footprint"] = footprint
     geometry = method.geometry
     if geometry is not None:
         notes.append(f"geometry read from the pair: {geometry.describe()}")
@@ -302,9 +328,6 @@ def run_pair(pair: Pair, out_dir: Path, method: Method, *, tile: int = DEFAULT_T
                      f"y' = {a[1, 0]:+.4f}x {a[1, 1]:.4f}y {a[1, 2]:+.1f}): the pair is not rectified")
     if method.reference_shift != (0, 0):
         notes.append("reference shifted by ({:+d}, {:+d}) px to centre the parallax".format(*method.reference_shift))
-    wanted = [k for k in save if k in INTERMEDIATES]
-    sr, aux = tiled_inference(method, lr, ref, method.scale, tile=tile, overlap=overlap, batch=batch,
-                              aux_keys=wanted, progress=progress)
     del lr, ref
     if before_writing is not None:
         before_writing()
@@ -317,7 +340,14 @@ def run_pair(pair: Pair, out_dir: Path, method: Method, *, tile: int = DEFAULT_T
     if hr is not None:
         # Metrics of the file as written (rounded to its bit depth), so `refsr metrics` agrees.
         metrics = evaluate(array_to_tensor(array), hr, y=metrics_y, crop=metrics_crop)
+        if footprint is not None and not footprint.full:
+            from refsr_cli.metrics import evaluate_regions
+
+            metrics.update(evaluate_regions(array_to_tensor(array), hr, footprint.mask(), y=metrics_y,
+                                            crop=metrics_crop))
     record = geometry.to_json() if geometry is not None else {}
+    if footprint is not None:
+        record.update(footprint.to_json())
     if method.reference_shift != (0, 0):
         record["reference_shift"] = list(method.reference_shift)
     if method.reference_unmatched:

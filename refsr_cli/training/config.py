@@ -29,6 +29,7 @@ _COMMON = {
     "ref_view": [0, 0],
     "parallax_shift": 15,          # ±px shift of Ref (the papers' parallax augmentation)
     "flips": True,
+    "partial_reference": 0.0,      # share of samples whose Ref covers only part of the crop (wide/tele rigs)
     "seed": 0,
     "checkpoint_every": 1000,
     "log_every": 50,

@@ -71,7 +71,8 @@ def training_dataset(config: dict, run_dir: Path | None = None, skip_bad: bool =
                               seed=config["seed"], mix=config.get("mix"),
                               landmarks=uses_loss(config, "landmark"),
                               cache_dir=run_dir, flow=uses_loss(config, "flow"),
-                              holdout=config.get("val_holdout", 0), skip_bad=skip_bad)
+                              holdout=config.get("val_holdout", 0), skip_bad=skip_bad,
+                              partial_reference=config.get("partial_reference", 0.0))
 
 
 def _tell_validation(config: dict, run_dir: Path) -> None:
