@@ -5,6 +5,7 @@ Progress bars switch off when stderr is not a terminal or when ``--quiet`` was g
 from __future__ import annotations
 
 import sys
+import time
 from contextlib import contextmanager
 from typing import Iterable, Iterator, TypeVar
 
@@ -62,10 +63,16 @@ def progress_bar(description: str, total: int | None, transient: bool = False) -
 
     ``total=None``: a pulsing bar for work of unknown length. ``transient``: the bar disappears when done
     (for a preparatory phase whose bar would only clutter the screen afterwards). A no-op when bars are
-    disabled, so callers never branch on it.
+    disabled, so callers never branch on it. Without bars (stderr not a terminal: a log, CI) a finished
+    stage that is not ``transient`` prints one line, ``description: done/total in S s``, so a log shows
+    where the time went.
     """
     if not bars_enabled():
-        yield _Bar(None, None)
+        bar, start = _Bar(None, None), time.perf_counter()
+        yield bar
+        if not transient and bar.done:
+            notice(f"{description}: {bar.done}{f'/{total}' if total else ''} in "
+                   f"{time.perf_counter() - start:.1f} s")
         return
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn()]
@@ -77,8 +84,10 @@ def progress_bar(description: str, total: int | None, transient: bool = False) -
 class _Bar:
     def __init__(self, prog, task):
         self._prog, self._task = prog, task
+        self.done = 0
 
     def advance(self, n: int = 1) -> None:
+        self.done += n
         if self._prog is not None:
             self._prog.advance(self._task, n)
 
