@@ -137,7 +137,7 @@ def test_infer_with_a_telephoto_reference_writes_the_footprint_and_region_metric
     # refsr metrics --mask reads the footprint infer wrote and finds the same regions.
     res = CliRunner().invoke(main, ["metrics", str(out), str(pairs), "--mask", str(out), "--json"])
     assert res.exit_code == 0, res.output
-    row = json.loads(res.output)["images"][0]
+    row = json.loads(res.stdout)["images"][0]
     assert row["psnr_covered"] == pytest.approx(record["psnr_covered"], abs=1e-6)
     assert row["psnr_outside"] == pytest.approx(record["psnr_outside"], abs=1e-6)
     # A mask of another size is refused, naming the file.

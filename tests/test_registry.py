@@ -92,3 +92,33 @@ def test_a_loss_term_outside_the_recipe_is_refused(toy_variant, tiny_lf_store, t
                                        "--out", str(tmp_path / "run"), "--config", str(config), "--iters", "1"])
     assert result.exit_code != 0 and "Traceback" not in result.output
     assert "'flow' loss does not apply to toyref" in result.output
+
+
+def test_the_default_infer_method_is_the_best_on_the_real_suite_by_the_shipped_cards(tmp_path, monkeypatch):
+    """Not hard-coded: the cards' real-suite rows decide, and editing a card changes the choice."""
+    from refsr_cli.archs.checkpoint import default_variant, weights_dir
+
+    shipped = weights_dir()
+    for scale in (4, 8):
+        means = {}
+        for card in shipped.glob(f"*_x{scale}.json"):
+            doc = json.loads(card.read_text())
+            rows = [r["psnr"] for r in doc["bench"][doc["variant"]] if r["data"] == "real"]
+            if doc["variant"] != "mdsr" and rows:
+                means[doc["variant"]] = sum(rows) / len(rows)
+        best = max(means, key=means.get)
+        assert default_variant(scale) == (best, pytest.approx(means[best]))
+    # A copy of the weights folder in which CrossNet's card claims the best real-suite figures.
+    mine = tmp_path / "weights"
+    mine.mkdir()
+    for f in shipped.iterdir():
+        (mine / f.name).symlink_to(f)
+    card = json.loads((shipped / "crossnet_x4.json").read_text())
+    for row in card["bench"]["crossnet"]:
+        row["psnr"] = 99.0
+    (mine / "crossnet_x4.json").unlink()
+    (mine / "crossnet_x4.json").write_text(json.dumps(card))
+    monkeypatch.setenv("REFSR_WEIGHTS", str(mine))
+    assert default_variant(4) == ("crossnet", 99.0)
+    (mine / "crossnet_x4.pt").unlink()          # no weights, no choice
+    assert default_variant(4)[0] != "crossnet"

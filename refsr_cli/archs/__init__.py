@@ -85,7 +85,8 @@ REGISTRY: dict[str, ModelSpec] = {}
 
 # Modules that register the shipped variants on import; their order is the order `refsr models` shows.
 _MODULES = ("crossnet", "crossnetpp", "crossmpi", "refsrnet", "mdsr")
-# The variant `refsr infer` runs when neither --method nor --weights names one.
+# The variant `refsr infer` runs when neither --method nor --weights names one and no model card has
+# real-suite figures to choose by (archs.checkpoint.default_variant).
 DEFAULT_VARIANT = "crossnet"
 
 

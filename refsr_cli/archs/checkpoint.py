@@ -34,6 +34,35 @@ def shipped_weights(variant: str, scale: int) -> Path | None:
     return path if path.is_file() else None
 
 
+def real_suite_psnr(variant: str, scale: int) -> float | None:
+    """Mean PSNR of ``variant`` ×``scale`` over the real-pair suite, as its shipped model card records it
+    (``weights/<variant>_x<scale>.json``, field ``bench``, rows of data ``real``); ``None`` without one."""
+    import json
+
+    card = weights_dir() / f"{variant}_x{scale}.json"
+    try:
+        rows = json.loads(card.read_text()).get("bench", {}).get(variant) or []
+    except (OSError, ValueError, AttributeError):
+        return None
+    values = [r["psnr"] for r in rows if r.get("data") == "real" and isinstance(r.get("psnr"), (int, float))]
+    return sum(values) / len(values) if values else None
+
+
+def default_variant(scale: int) -> tuple[str, float | None]:
+    """The reference-based variant ``refsr infer`` uses without ``--method``: of those with shipped weights
+    for ``scale``, the one whose model card measures the best mean PSNR on the real-pair suite. Returns
+    ``(variant, its mean PSNR)``; ``(DEFAULT_VARIANT, None)`` when no card has real-suite figures."""
+    from refsr_cli.archs import DEFAULT_VARIANT, spec, variants
+
+    scored = [(real_suite_psnr(v, scale), v) for v in variants()
+              if spec(v).needs_reference and shipped_weights(v, scale) is not None]
+    scored = [(psnr, v) for psnr, v in scored if psnr is not None]
+    if not scored:
+        return DEFAULT_VARIANT, None
+    psnr, variant = max(scored)
+    return variant, psnr
+
+
 def checkpoint_dict(model: nn.Module, scale: int, meta: dict | None = None, half: bool = False) -> dict:
     state = {k: (v.detach().half() if half and v.is_floating_point() else v.detach()).cpu().clone()
              for k, v in _unwrap(model).state_dict().items()}

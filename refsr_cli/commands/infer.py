@@ -33,7 +33,8 @@ def _fmt_metrics(metrics: dict | None) -> str:
               help="Output folder (created; NAME_sr.png per pair).")
 @click.option("-m", "--method", default=None,
               help="Variant (crossnet, crossnetpp, crossmpi, refsrnet, mdsr) or baseline (bicubic, patchmatch). "
-                   "Default: the --weights checkpoint's variant, else crossnet.")
+                   "Default: the --weights checkpoint's variant, else the shipped network that measures best "
+                   "on the real-pair suite at --scale, as the model cards record it.")
 @click.option("-w", "--weights", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Checkpoint file. Default: a checkpoint trained earlier in the same chain, else the "
                    "shipped weights for the method and scale.")
@@ -121,8 +122,12 @@ def command(source, scale, out, method, weights, prealign, detector, tile, overl
         if method is None or read_checkpoint(state.checkpoint).get("variant") == method:
             weights = Path(state.checkpoint)
     if method is None and weights is None:
-        from refsr_cli.archs import DEFAULT_VARIANT
-        method = DEFAULT_VARIANT
+        from refsr_cli.archs.checkpoint import default_variant
+
+        method, measured = default_variant(scale)
+        if measured is not None:
+            console.notice(f"method: {method}, the best shipped network on the real-pair suite at ×{scale} "
+                           f"({measured:.2f} dB mean, its model card); --method chooses another")
     is_baseline = method in baselines()
     if is_baseline:
         if scale not in BASELINE_SCALES:
