@@ -157,3 +157,9 @@ def test_the_bench_wide_tele_case_scores_inside_and_outside_the_footprint(tmp_pa
         assert min(r["psnr_covered"], r["psnr_outside"]) <= r["psnr"] <= max(r["psnr_covered"], r["psnr_outside"])
     # Outside the footprint the network's output is MDSR's (up to the blend band, which lies inside).
     assert rows["crossnetpp"]["psnr_outside"] == pytest.approx(rows["mdsr"]["psnr_outside"], abs=0.01)
+    # The report shows the regions: a table with each method's covered / outside / whole PSNR.
+    md = (tmp_path / "r" / "report.md").read_text()
+    table = md[md.index("## By region"):]
+    r = rows["crossnetpp"]
+    assert f"| crossnetpp | 8 | wide/tele | stereo_motorcycle/tele | {r['psnr_covered']:.2f} | {r['psnr_outside']:.2f} | {r['psnr']:.2f} |" in table
+    assert "By region" in (tmp_path / "r" / "report.html").read_text()

@@ -21,7 +21,7 @@ def _mean_std(values: list) -> tuple[float | None, float | None]:
     return mean_of(finite), std
 
 
-def _speedup(method_records: dict, pm_records: dict) -> tuple[float | None, int]:
+def speedup(method_records: dict, pm_records: dict) -> tuple[float | None, int]:
     """``median(PatchMatch s) / median(method s)`` over the images both ran on."""
     common = sorted(set(method_records) & set(pm_records))
     if not common:
@@ -105,7 +105,7 @@ def build_report(records, pair_infos, plans, sources, scales, dev, jobs, counter
         row["parallax"] = sum(pvals) / len(pvals) if pvals else None
         pm = groups.get((scale, data, view, "patchmatch"))
         if pm is not None and method != "patchmatch":
-            ratio, _ = _speedup({r["image"]: r["seconds"] for r in group}, {r["image"]: r["seconds"] for r in pm})
+            ratio, _ = speedup({r["image"]: r["seconds"] for r in group}, {r["image"]: r["seconds"] for r in pm})
             row["speedup_vs_patchmatch"] = ratio
         else:
             row["speedup_vs_patchmatch"] = None
@@ -125,7 +125,7 @@ def build_report(records, pair_infos, plans, sources, scales, dev, jobs, counter
                     if r["scale"] == s and r["method"] == label}
             if not mine or label == "patchmatch" or not pm:
                 continue
-            ratio, n = _speedup(mine, pm)
+            ratio, n = speedup(mine, pm)
             if n:
                 common = set(mine) & set(pm)
                 speed.append({"method": label, "scale": s, "images": n,

@@ -1,26 +1,26 @@
 """The bench report: ``report.json``, ``report.md`` and one self-contained ``report.html``, plus the rich table.
 
-The HTML page references no external file: crops are embedded as base64 PNG ``data:`` URIs, the plot
-is inline SVG drawn here (no plotting library), the style sheet is inline, and every piece of text
-that came from data (method labels, file names, commands) is HTML-escaped.
+Each opens with the headline (:mod:`refsr_cli.bench.headline`). The HTML page references no external
+file: crops are embedded as base64 PNG ``data:`` URIs (:mod:`refsr_cli.bench.report_crops`), the plots
+are inline SVG (:mod:`refsr_cli.bench.report_plots`), style sheet and script are inline, and every piece
+of text that came from data (method labels, file names, commands) is HTML-escaped.
 """
 from __future__ import annotations
 
-import base64
 import html
 import json
 import math
 import os
 from pathlib import Path
 
+from refsr_cli.bench import report_crops, report_plots
+from refsr_cli.bench.headline import BASELINE_NAMES, BASELINES, data_name, headline, speed_text
 from refsr_cli.data.files import atomic_write
 
 COLUMNS = ("method", "scale", "data", "view", "n", "parallax", "psnr", "ssim", "ifc", "seconds", "vs_pm")
 HEADERS = {"method": "Method", "scale": "×", "data": "Data", "view": "View", "n": "n",
            "parallax": "Parallax (px)", "psnr": "PSNR (dB)", "ssim": "SSIM", "ifc": "IFC",
            "seconds": "s / image", "vs_pm": "vs PatchMatch"}
-PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf",
-           "#7f7f7f", "#bcbd22")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -85,6 +85,23 @@ def suite_cells(row: dict) -> list[str]:
             "–" if below is None else (f"{len(below)}: {', '.join(below)}" if below else "0")]
 
 
+HEADLINE_HEADERS = ("×", "Data", "Best RefSR network", "PSNR (dB)",
+                    *(f"Δ {BASELINE_NAMES[b]} (dB)" for b in BASELINES), "Speed vs PatchMatch", "Images")
+HEADLINE_NOTE = ("Δ: the mean over the images both methods have of the network's PSNR minus the baseline's; "
+                 "speed: median PatchMatch time ÷ median network time on the same images. A RefSR network is a "
+                 "reference-based one: its variant needs a reference (mdsr does not).")
+NO_HEADLINE = "No reference-based network ran, so there is nothing to hold against the baselines."
+
+
+def headline_cells(row: dict) -> list[str]:
+    """One headline row's display strings (shared by Markdown, HTML and the terminal)."""
+    best = row["method"] + (f" (tied: {', '.join(row['tied'])})" if row["tied"] else "")
+    speed = row["speedup_vs_patchmatch"]
+    return [str(row["scale"]), data_name(row["data"]), best, _num(row["psnr"], 2),
+            *(_signed(row[f"vs_{b}"]) for b in BASELINES), "–" if speed is None else speed_text(speed),
+            str(row["cases"])]
+
+
 def _clean(value):
     """JSON has no NaN/inf: they become null."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -100,12 +117,32 @@ def to_json(report: dict) -> str:
     return json.dumps(_clean(report), indent=1, allow_nan=False) + "\n"
 
 
+REGION_HEADERS = ("Method", "×", "Data", "View", "PSNR covered", "PSNR outside", "PSNR whole", "SSIM covered",
+                  "SSIM outside")
+
+
+def region_cells(report: dict) -> list[list[str]]:
+    """Rows of a partial reference's pairs (wide/tele): PSNR/SSIM inside its footprint, outside, whole."""
+    return [[str(r["method"]), str(r["scale"]), str(r["data"]), str(r.get("view_label", r["view"])),
+             _num(r["psnr_covered"], 2), _num(r.get("psnr_outside"), 2), _num(r.get("psnr"), 2),
+             _num(r.get("ssim_covered"), 4), _num(r.get("ssim_outside"), 4)]
+            for r in report.get("results", []) if r.get("psnr_covered") is not None]
+
+
 def to_markdown(report: dict) -> str:
     lines = ["# refsr bench", ""]
     env = report.get("environment", {})
     lines.append(f"`{env.get('command', 'refsr bench')}` — {env.get('date', '')}, {env.get('processor', '')}, "
                  f"{env.get('cpu_count', '?')} cores, device {env.get('device', '?')}, torch {env.get('torch', '?')}")
-    lines += ["", "| " + " | ".join(HEADERS[c] for c in COLUMNS) + " |",
+    lines += ["", "## Headline", ""]
+    rows = headline(report)
+    if rows:
+        lines += ["| " + " | ".join(HEADLINE_HEADERS) + " |", "| ---: | --- | --- |" + " ---: |" * 6]
+        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in headline_cells(r)) + " |" for r in rows]
+        lines += [""] + [f"- {r['sentence']}" for r in rows] + ["", HEADLINE_NOTE]
+    else:
+        lines.append(NO_HEADLINE)
+    lines += ["", "## Results", "", "| " + " | ".join(HEADERS[c] for c in COLUMNS) + " |",
               "|" + "|".join(" --- " if c in ("method", "data", "view") else " ---: " for c in COLUMNS) + "|"]
     for row in report.get("results", []):
         c = cells(row)
@@ -114,6 +151,11 @@ def to_markdown(report: dict) -> str:
         lines += ["", f"## Suite `{data}`: mean over its cases", "",
                   "| " + " | ".join(SUITE_HEADERS) + " |", "| --- |" + " ---: |" * (len(SUITE_HEADERS) - 2) + " --- |"]
         lines += ["| " + " | ".join(suite_cells(r)) + " |" for r in report["suites"] if r["data"] == data]
+    regions = region_cells(report)
+    if regions:
+        lines += ["", "## By region: a reference that covers part of the view", "",
+                  "| " + " | ".join(REGION_HEADERS) + " |", "| --- | ---: | --- | --- |" + " ---: |" * 5]
+        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in regions]
     if report.get("speed"):
         lines += ["", "## Speed against PatchMatch (median over the same images)", "",
                   "| Method | × | images | s / image | PatchMatch s / image | speed-up |",
@@ -135,101 +177,6 @@ def to_markdown(report: dict) -> str:
 
 
 # ------------------------------------------------------------------------------------------------
-# The plot (inline SVG)
-# ------------------------------------------------------------------------------------------------
-
-def _ticks(lo: float, hi: float, count: int = 5) -> list[float]:
-    if hi <= lo:
-        hi = lo + 1.0
-    raw = (hi - lo) / count
-    mag = 10 ** math.floor(math.log10(raw))
-    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
-    start = math.ceil(lo / step) * step
-    ticks, t = [], start
-    while t <= hi + 1e-9:
-        ticks.append(round(t, 10))
-        t += step
-    return ticks
-
-
-def _fmt_tick(t: float) -> str:
-    return f"{t:g}"
-
-
-def psnr_plot_svg(rows: list[dict], scale: int, colors: dict[str, str], width: int = 560,
-                  height: int = 330) -> str:
-    """PSNR against parallax at one scale: one line per method and test set, a marker per view."""
-    points = [r for r in rows if r["scale"] == scale and r.get("psnr") is not None and r.get("parallax") is not None]
-    esc = html.escape
-    if not points:
-        return ""
-    ml, mr, mt, mb = 56, 16, 30, 44
-    pw, ph = width - ml - mr, height - mt - mb
-    xs = [r["parallax"] for r in points]
-    ys = [r["psnr"] for r in points]
-    x_lo, x_hi = 0.0, max(xs) * 1.08 + 1e-6
-    y_lo, y_hi = min(ys), max(ys)
-    pad = max(0.5, 0.08 * (y_hi - y_lo))
-    y_lo, y_hi = y_lo - pad, y_hi + pad
-
-    def sx(x):
-        return ml + (x - x_lo) / (x_hi - x_lo) * pw
-
-    def sy(y):
-        return mt + (1 - (y - y_lo) / (y_hi - y_lo)) * ph
-
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-             f'viewBox="0 0 {width} {height}" role="img" aria-label="PSNR against parallax, ×{scale}">',
-             f'<text x="{ml + pw / 2}" y="18" text-anchor="middle" class="pt">×{scale}: PSNR against parallax</text>',
-             f'<rect x="{ml}" y="{mt}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>']
-    for t in _ticks(x_lo, x_hi):
-        x = sx(t)
-        parts.append(f'<line x1="{x:.1f}" y1="{mt}" x2="{x:.1f}" y2="{mt + ph}" stroke="#eee"/>')
-        parts.append(f'<text x="{x:.1f}" y="{mt + ph + 16}" text-anchor="middle" class="tk">{_fmt_tick(t)}</text>')
-    for t in _ticks(y_lo, y_hi):
-        y = sy(t)
-        parts.append(f'<line x1="{ml}" y1="{y:.1f}" x2="{ml + pw}" y2="{y:.1f}" stroke="#eee"/>')
-        parts.append(f'<text x="{ml - 6}" y="{y + 4:.1f}" text-anchor="end" class="tk">{_fmt_tick(t)}</text>')
-    parts.append(f'<text x="{ml + pw / 2}" y="{height - 8}" text-anchor="middle" class="ax">'
-                 f'mean parallax (HR px)</text>')
-    parts.append(f'<text x="14" y="{mt + ph / 2}" text-anchor="middle" class="ax" '
-                 f'transform="rotate(-90 14 {mt + ph / 2})">PSNR (dB)</text>')
-    series: dict[tuple, list[dict]] = {}
-    for r in points:
-        series.setdefault((r["method"], r["data"]), []).append(r)
-    datasets = list(dict.fromkeys(r["data"] for r in points))
-    for (method, data), items in series.items():
-        items = sorted(items, key=lambda r: r["parallax"])
-        color = colors.get(method, "#333")
-        dashed = ' stroke-dasharray="5 3"' if datasets.index(data) % 2 else ""
-        if len(items) > 1:
-            path = " ".join(f"{sx(r['parallax']):.1f},{sy(r['psnr']):.1f}" for r in items)
-            parts.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2"{dashed}/>')
-        for r in items:
-            title = esc(f"{method} — {data} {r.get('view_label', r['view'])}: {r['psnr']:.2f} dB at "
-                        f"{r['parallax']:.1f} px")
-            marker = (f'<circle cx="{sx(r["parallax"]):.1f}" cy="{sy(r["psnr"]):.1f}" r="4" fill="{color}">'
-                      if datasets.index(data) == 0 else
-                      f'<rect x="{sx(r["parallax"]) - 4:.1f}" y="{sy(r["psnr"]) - 4:.1f}" width="8" height="8" '
-                      f'fill="{color}">')
-            closing = "</circle>" if datasets.index(data) == 0 else "</rect>"
-            parts.append(f"{marker}<title>{title}</title>{closing}")
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-def _legend(colors: dict[str, str], datasets: list[str]) -> str:
-    esc = html.escape
-    items = [f'<span class="lg"><span class="sw" style="background:{c}"></span>{esc(m)}</span>'
-             for m, c in colors.items()]
-    shapes = []
-    for i, d in enumerate(datasets):
-        shape = "● solid line" if i == 0 else ("■ dashed line" if i % 2 else "■ solid line")
-        shapes.append(f'<span class="lg">{esc(d)}: {shape}</span>')
-    return f'<p class="legend">{"".join(items)}</p><p class="legend">{"".join(shapes)}</p>'
-
-
-# ------------------------------------------------------------------------------------------------
 # HTML
 # ------------------------------------------------------------------------------------------------
 
@@ -242,48 +189,52 @@ table{border-collapse:collapse;font-size:.88em;margin:.5em 0}
 th,td{padding:4px 9px;border-bottom:1px solid #e4e4e4;text-align:right;white-space:nowrap}
 th{background:#f6f6f6;position:sticky;top:0}td.l,th.l{text-align:left}
 tr.sep td{border-top:2px solid #bbb}td.best{font-weight:700}
-.plots{display:flex;flex-wrap:wrap;gap:1em}.pt{font-size:14px;font-weight:600}.tk{font-size:11px;fill:#444}
-.ax{font-size:12px;fill:#222}.legend{font-size:.88em;margin:.3em 0}.lg{margin-right:1.2em;white-space:nowrap}
-.sw{display:inline-block;width:14px;height:4px;margin-right:5px;vertical-align:middle}
-.crops{display:flex;flex-wrap:wrap;gap:8px;margin-bottom:1.2em}
-figure{margin:0;text-align:center;font-size:.8em}
-figure img{width:192px;height:192px;image-rendering:pixelated;border:1px solid #ccc;display:block}
-figcaption{max-width:192px;overflow-wrap:anywhere}
+#headline table{font-size:.95em}td.up{color:#1a7f37}td.down{color:#c62828}
+.reading{font-size:1.02em}.reading li{margin:.25em 0}
+.plots{display:flex;flex-wrap:wrap;gap:1em}.plots svg{max-width:100%;height:auto}
+.pt{font-size:14px;font-weight:600}.tk{font-size:11px;fill:#444}.ax{font-size:12px;fill:#222}
+.pl{font-size:11px;font-weight:600}
+.legend{font-size:.88em;margin:.3em 0}.lg{margin-right:1.2em;white-space:nowrap}
+.sw{display:inline-block;width:14px;height:4px;margin-right:5px;vertical-align:middle}.lm{vertical-align:middle}
 .notes li{margin:.2em 0}
-"""
+""" + report_crops.CSS
 
 
-def _png_data_uri(path: Path) -> str | None:
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return None
-    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
-
-
-def _method_colors(report: dict) -> dict[str, str]:
-    methods = list(dict.fromkeys(r["method"] for r in report.get("results", [])))
-    return {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(methods)}
-
-
-def to_html(report: dict, base: str | os.PathLike) -> str:
-    """The page; ``base`` is the report folder the showcase crop paths are relative to."""
+def _environment_html(env: dict) -> str:
     esc = html.escape
-    base = Path(base)
-    env = report.get("environment", {})
-    rows = report.get("results", [])
-    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-           '<meta name="viewport" content="width=device-width, initial-scale=1">',
-           "<title>refsr bench report</title>", f"<style>{_CSS}</style></head><body>",
-           "<h1>refsr bench</h1>",
-           f'<p class="meta"><code>{esc(str(env.get("command", "refsr bench")))}</code><br>'
-           f'{esc(str(env.get("date", "")))} · {esc(str(env.get("processor", "")))} · '
-           f'{esc(str(env.get("cpu_count", "?")))} cores · device {esc(str(env.get("device", "?")))}'
-           f'{" (" + esc(str(env["gpu"])) + ")" if env.get("gpu") else ""} · refsr {esc(str(env.get("refsr", "")))}'
-           f' · torch {esc(str(env.get("torch", "")))} · python {esc(str(env.get("python", "")))}</p>']
+    return (f'<p class="meta"><code>{esc(str(env.get("command", "refsr bench")))}</code><br>'
+            f'{esc(str(env.get("date", "")))} · {esc(str(env.get("processor", "")))} · '
+            f'{esc(str(env.get("cpu_count", "?")))} cores · device {esc(str(env.get("device", "?")))}'
+            f'{" (" + esc(str(env["gpu"])) + ")" if env.get("gpu") else ""} · refsr {esc(str(env.get("refsr", "")))}'
+            f' · torch {esc(str(env.get("torch", "")))} · python {esc(str(env.get("python", "")))}</p>')
 
-    # Table, best PSNR/SSIM/IFC of each (scale, data, view) group in bold.
-    out.append("<h2>Results</h2>")
+
+def _headline_html(report: dict) -> str:
+    """The comparison people come for, first: a table and its reading, one sentence per row."""
+    esc = html.escape
+    rows = headline(report)
+    out = ['<section id="headline"><h2>Headline</h2>']
+    if not rows:
+        return out[0] + f'<p class="reading">{esc(NO_HEADLINE)}</p></section>'
+    left = (1, 2)
+    out.append("<table><thead><tr>" + "".join(f'<th class="{"l" if i in left else ""}">{esc(h)}</th>'
+                                              for i, h in enumerate(HEADLINE_HEADERS)) + "</tr></thead><tbody>")
+    for r in rows:
+        signs = [None, None, None, None, *(r[f"vs_{b}"] for b in BASELINES), None, None]
+        tds = []
+        for i, (text, sign) in enumerate(zip(headline_cells(r), signs)):
+            classes = (["l"] if i in left else []) + (["up" if sign > 0 else "down"] if sign else [])
+            tds.append(f'<td class="{" ".join(classes)}">{esc(text)}</td>' if classes else f"<td>{esc(text)}</td>")
+        out.append(f"<tr>{''.join(tds)}</tr>")
+    out.append("</tbody></table>")
+    out.append('<ul class="reading">' + "".join(f"<li>{esc(r['sentence'])}</li>" for r in rows) + "</ul>")
+    out.append(f'<p class="meta">{esc(HEADLINE_NOTE)}</p></section>')
+    return "\n".join(out)
+
+
+def _results_html(rows: list[dict]) -> str:
+    """Every row, best PSNR/SSIM/IFC of each (scale, data, view) group in bold."""
+    esc = html.escape
     best: dict[tuple, dict[str, float]] = {}
     for r in rows:
         key = (r["scale"], r["data"], str(r["view"]))
@@ -291,9 +242,9 @@ def to_html(report: dict, base: str | os.PathLike) -> str:
             if r.get(m) is not None:
                 best.setdefault(key, {})
                 best[key][m] = max(best[key].get(m, -math.inf), r[m])
-    out.append('<table class="results"><thead><tr>' +
-               "".join(f'<th class="{"l" if c in ("method", "data", "view") else ""}">{esc(HEADERS[c])}</th>'
-                       for c in COLUMNS) + "</tr></thead><tbody>")
+    out = ["<h2>All results</h2>", '<table class="results"><thead><tr>' +
+           "".join(f'<th class="{"l" if c in ("method", "data", "view") else ""}">{esc(HEADERS[c])}</th>'
+                   for c in COLUMNS) + "</tr></thead><tbody>"]
     previous = None
     for r in rows:
         key = (r["scale"], r["data"], str(r["view"]))
@@ -311,71 +262,96 @@ def to_html(report: dict, base: str | os.PathLike) -> str:
         out.append(f"<tr{sep}>{''.join(tds)}</tr>")
         previous = key
     out.append("</tbody></table>")
+    return "\n".join(out)
 
+
+def _suites_html(report: dict) -> str:
+    esc = html.escape
+    out = []
+    left = (0, len(SUITE_HEADERS) - 1)
     for data in dict.fromkeys(r["data"] for r in report.get("suites", [])):
         out.append(f"<h2>Suite {esc(data)}: mean over its cases</h2>")
         out.append('<table class="results"><thead><tr>' + "".join(
-            f'<th class="{"l" if i in (0, len(SUITE_HEADERS) - 1) else ""}">{esc(h)}</th>'
-            for i, h in enumerate(SUITE_HEADERS)) + "</tr></thead><tbody>")
+            f'<th class="{"l" if i in left else ""}">{esc(h)}</th>' for i, h in enumerate(SUITE_HEADERS))
+            + "</tr></thead><tbody>")
         previous = None
         for r in report["suites"]:
             if r["data"] != data:
                 continue
             sep = ' class="sep"' if previous is not None and r["scale"] != previous else ""
-            left = (0, len(SUITE_HEADERS) - 1)
             out.append(f"<tr{sep}>" + "".join(f'<td class="l">{esc(v)}</td>' if i in left else f"<td>{esc(v)}</td>"
                                               for i, v in enumerate(suite_cells(r))) + "</tr>")
             previous = r["scale"]
         out.append("</tbody></table>")
+    return "\n".join(out)
 
-    # Plot
-    colors = _method_colors(report)
-    scales = list(dict.fromkeys(r["scale"] for r in rows))
-    svgs = [psnr_plot_svg(rows, s, colors) for s in scales]
-    svgs = [s for s in svgs if s]
-    if svgs:
-        out.append("<h2>PSNR against parallax</h2>")
-        out.append(_legend(colors, list(dict.fromkeys(r["data"] for r in rows))))
-        out.append('<div class="plots">' + "".join(svgs) + "</div>")
 
-    # Speed
-    if report.get("speed"):
-        out.append("<h2>Speed against PatchMatch</h2>")
-        out.append("<table><thead><tr><th class=\"l\">Method</th><th>×</th><th>images</th><th>s / image</th>"
-                   "<th>PatchMatch s / image</th><th>speed-up</th></tr></thead><tbody>")
-        for s in report["speed"]:
-            out.append(f"<tr><td class=\"l\">{esc(str(s['method']))}</td><td>{s['scale']}</td><td>{s['images']}</td>"
-                       f"<td>{esc(_seconds(s['seconds']))}</td><td>{esc(_seconds(s['patchmatch_seconds']))}</td>"
-                       f"<td>{esc(_ratio(s['speedup']))}</td></tr>")
-        out.append("</tbody></table>")
+def _regions_html(report: dict) -> str:
+    esc = html.escape
+    regions = region_cells(report)
+    if not regions:
+        return ""
+    left = (0, 2, 3)
+    head = "".join(f'<th class="{"l" if i in left else ""}">{esc(h)}</th>' for i, h in enumerate(REGION_HEADERS))
+    body = "".join("<tr>" + "".join(f'<td class="l">{esc(v)}</td>' if i in left else f"<td>{esc(v)}</td>"
+                                    for i, v in enumerate(row)) + "</tr>" for row in regions)
+    return ("<h2>By region: a reference that covers part of the view</h2>"
+            '<p class="meta">Covered: the HR pixels inside the aligned reference\'s footprint; outside: the rest.</p>'
+            f'<table class="results"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>')
 
-    # Crops
-    if report.get("showcase"):
-        out.append("<h2>Side by side</h2>")
-        out.append("<p class=\"meta\">The same region of the first image of each test group (the most textured "
-                   "window of the ground truth), shown enlarged 1.5× without smoothing. PSNR under a method is "
-                   "that of the whole image.</p>")
-        for item in report["showcase"]:
-            y, x, side = item["region"]
-            parallax = item.get("parallax")
-            out.append(f"<h3>×{item['scale']} · {esc(str(item['data']))} {esc(str(item['view_label']))} · "
-                       f"{esc(str(item['image']))} · region ({x}, {y}) {side}×{side}"
-                       f"{f' · parallax {parallax:.1f} px' if parallax is not None else ''}</h3>")
-            out.append('<div class="crops">')
-            for tile in item["tiles"]:
-                uri = _png_data_uri(base / tile["file"])
-                if uri is None:
-                    continue
-                caption = esc(str(tile["label"]))
-                if tile.get("psnr") is not None:
-                    caption += f"<br>{tile['psnr']:.2f} dB"
-                out.append(f'<figure><img alt="{esc(str(tile["label"]))}" src="{uri}">'
-                           f"<figcaption>{caption}</figcaption></figure>")
-            out.append("</div>")
 
+def _plots_html(report: dict) -> str:
+    """PSNR against parallax (a panel per scale and data kind) and speed against quality (a panel per scale)."""
+    esc = html.escape
+    rows = report.get("results", [])
+    colors, shapes = report_plots.method_colors(report), report_plots.data_shapes(report)
+    groups = list(dict.fromkeys((r["scale"], r["data"]) for r in rows))
+    panels = [report_plots.psnr_parallax_svg(report, s, d, colors, shapes[d]) for s, d in groups]
+    out = []
+    if any(panels):
+        joined = any(report_plots.joined_views(report, s, d) for s, d in groups)
+        methods = "".join(f'<span class="lg"><span class="sw" style="background:{c}"></span>{esc(m)}</span>'
+                          for m, c in colors.items())
+        kinds = "".join(f'<span class="lg">{report_plots.legend_marker(shapes[d])} {esc(d)}</span>'
+                        for d in dict.fromkeys(d for _, d in groups))
+        out += ["<h2>PSNR against parallax</h2>", f'<p class="legend">{methods}</p><p class="legend">{kinds}</p>',
+                f'<p class="meta">Mean PSNR of each method and view against the view\'s mean parallax; bars: ± one '
+                f'standard deviation over the images. '
+                f'{"Lines join the views of a data set made of the same images; " if joined else ""}'
+                f'markers of methods at the same parallax are set {report_plots.DODGE_PX:g} px apart sideways '
+                f'(the tooltip gives the exact values).</p>',
+                '<div class="plots">' + "".join(panels) + "</div>"]
+    points = report_plots.speed_quality_points(report)
+    scatters = [report_plots.speed_quality_svg(points, s, colors) for s in dict.fromkeys(s for s, _ in groups)]
+    if any(scatters):
+        out += ["<h2>Speed against quality</h2>",
+                '<p class="meta">One point per method: mean PSNR over all images of the scale against the median '
+                'seconds per output megapixel (so that images of different sizes count alike). Up and to the left '
+                'is better: a network is worth it over PatchMatch when it sits above it, or level and to its '
+                'left.</p>', '<div class="plots">' + "".join(scatters) + "</div>"]
+    return "\n".join(out)
+
+
+def _speed_html(report: dict) -> str:
+    esc = html.escape
+    if not report.get("speed"):
+        return ""
+    out = ["<h2>Speed against PatchMatch</h2>",
+           "<table><thead><tr><th class=\"l\">Method</th><th>×</th><th>images</th><th>s / image</th>"
+           "<th>PatchMatch s / image</th><th>speed-up</th></tr></thead><tbody>"]
+    for s in report["speed"]:
+        out.append(f"<tr><td class=\"l\">{esc(str(s['method']))}</td><td>{s['scale']}</td><td>{s['images']}</td>"
+                   f"<td>{esc(_seconds(s['seconds']))}</td><td>{esc(_seconds(s['patchmatch_seconds']))}</td>"
+                   f"<td>{esc(_ratio(s['speedup']))}</td></tr>")
+    out.append("</tbody></table>")
+    return "\n".join(out)
+
+
+def _notes_html(report: dict) -> str:
+    esc = html.escape
     settings = report.get("settings", {})
     cache = report.get("cache", {})
-    out.append("<h2>Notes</h2><ul class=\"notes\">")
+    out = ["<h2>Notes</h2><ul class=\"notes\">"]
     for key in ("metrics", "seconds", "parallax"):
         if settings.get(key):
             out.append(f"<li><b>{esc(key)}</b>: {esc(str(settings[key]))}</li>")
@@ -386,13 +362,31 @@ def to_html(report: dict, base: str | os.PathLike) -> str:
                    f"{esc(str(d.get('path')))}, views {esc(', '.join(map(str, d.get('views', []))))}</li>")
     out.append(f"<li><b>cache</b>: {cache.get('computed', 0)} image results computed in this run, "
                f"{cache.get('reused', 0)} reused.</li></ul>")
-    out.append("</body></html>")
-    return "\n".join(out) + "\n"
+    return "\n".join(out)
+
+
+def to_html(report: dict, base: str | os.PathLike) -> str:
+    """The page, headline first; ``base`` is the report folder the showcase crop paths are relative to."""
+    sections = [_headline_html(report), _plots_html(report),
+                report_crops.showcase_html(report["showcase"], base) if report.get("showcase") else "",
+                _suites_html(report), _regions_html(report), _results_html(report.get("results", [])),
+                _speed_html(report),
+                _notes_html(report)]
+    return "\n".join(["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+                      '<meta name="viewport" content="width=device-width, initial-scale=1">',
+                      "<title>refsr bench report</title>", f"<style>{_CSS}</style></head><body>",
+                      "<h1>refsr bench</h1>", _environment_html(report.get("environment", {})),
+                      *[s for s in sections if s], "</body></html>"]) + "\n"
 
 
 def write_reports(report: dict, out: str | os.PathLike) -> dict[str, Path]:
-    """Write ``report.json``, ``report.md`` and ``report.html`` into ``out`` (each atomically)."""
+    """Write ``report.json``, ``report.md`` and ``report.html`` into ``out`` (each atomically).
+
+    Adds ``report["headline"]`` (:func:`refsr_cli.bench.headline.headline`), so that the dict the caller
+    holds is the one ``report.json`` records.
+    """
     out = Path(out)
+    report["headline"] = headline(report)
     files = {"json": out / "report.json", "md": out / "report.md", "html": out / "report.html"}
     atomic_write(files["json"], lambda p: p.write_text(to_json(report), encoding="utf-8"))
     atomic_write(files["md"], lambda p: p.write_text(to_markdown(report), encoding="utf-8"))
@@ -402,9 +396,11 @@ def write_reports(report: dict, out: str | os.PathLike) -> dict[str, Path]:
 
 
 def rich_table(report: dict):
-    """The results (and any suite summary) as rich tables (printed by ``refsr bench``)."""
+    """The results (and any suite summary) as rich tables, then the headline's sentences (printed by
+    ``refsr bench``: the last lines on the terminal are the reading of the run)."""
     from rich.console import Group
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title="refsr bench", show_lines=False)
     for col in COLUMNS:
@@ -431,4 +427,13 @@ def rich_table(report: dict):
                 suite.add_row(*suite_cells(r))
                 previous = r["scale"]
         tables.append(suite)
-    return Group(*tables)
+    regions = region_cells(report)
+    if regions:
+        by_region = Table(title="by region: a reference that covers part of the view")
+        for i, header in enumerate(REGION_HEADERS):
+            by_region.add_column(header, justify="left" if i in (0, 2, 3) else "right")
+        for row in regions:
+            by_region.add_row(*row)
+        tables.append(by_region)
+    reading = [r["sentence"] for r in headline(report)] or [NO_HEADLINE]
+    return Group(*tables, Text("\n".join(reading), style="bold"))
