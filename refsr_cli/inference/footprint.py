@@ -20,7 +20,7 @@ Coordinates follow :mod:`refsr_cli.ops.prealign`: pixel centres, ``x`` = column,
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -42,6 +42,7 @@ class Footprint:
     ref_size: tuple[int, int]
     size: tuple[int, int]
     scale: int
+    _mask: torch.Tensor | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def zoom(self) -> float:
@@ -50,7 +51,10 @@ class Footprint:
 
     def mask(self) -> torch.Tensor:
         """``H×W`` bool: the HR pixels whose mapped position lies inside the reference's pixel area (the
-        rectangle of its pixel centres grown by half a pixel) — the *covered* region of region metrics."""
+        rectangle of its pixel centres grown by half a pixel) — the *covered* region of region metrics.
+        Computed once (the coverage, the blend weights and the metrics all read it)."""
+        if self._mask is not None:
+            return self._mask
         H, W = self.size
         m = torch.from_numpy(np.asarray(self.matrix, np.float64))
         ys, xs = torch.meshgrid(torch.arange(H, dtype=torch.float64), torch.arange(W, dtype=torch.float64),
@@ -58,7 +62,8 @@ class Footprint:
         qx = m[0, 0] * xs + m[0, 1] * ys + m[0, 2]
         qy = m[1, 0] * xs + m[1, 1] * ys + m[1, 2]
         h, w = self.ref_size
-        return (qx >= -0.5) & (qx <= w - 0.5) & (qy >= -0.5) & (qy <= h - 0.5)
+        self._mask = (qx >= -0.5) & (qx <= w - 0.5) & (qy >= -0.5) & (qy <= h - 0.5)
+        return self._mask
 
     def depth(self) -> torch.Tensor:
         """``H×W``: distance (HR px) from each covered pixel to the nearest uncovered pixel of the view (0

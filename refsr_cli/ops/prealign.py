@@ -154,16 +154,6 @@ def resample_reference(ref: torch.Tensor, matrix: np.ndarray, size: tuple[int, i
     return out
 
 
-def coverage(alignment: Alignment, size: tuple[int, int], ref_size: tuple[int, int]) -> float:
-    """Fraction of the output grid whose transformed position lies inside the reference."""
-    H, W = size
-    ys, xs = np.meshgrid(np.linspace(0, H - 1, 64), np.linspace(0, W - 1, 64), indexing="ij")
-    pts = np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)])
-    q = alignment.matrix @ pts
-    inside = (q[0] >= -0.5) & (q[0] <= ref_size[1] - 0.5) & (q[1] >= -0.5) & (q[1] <= ref_size[0] - 0.5)
-    return float(inside.mean())
-
-
 def prealign(lr: torch.Tensor, ref: torch.Tensor, scale: int, detector: str = "sift"):
     """Align ``ref`` onto the LR view's HR grid; returns ``(1×3×(s·h)×(s·w) reference, Alignment)``."""
     lr = lr if lr.dim() == 4 else lr.unsqueeze(0)
