@@ -1,6 +1,7 @@
 """How much can each network take from a reference? Its real-suite score with a better reference than the pair's.
 
     python benchmarks/bench_reference_ceiling.py --scale 4
+    python benchmarks/bench_reference_ceiling.py --scale 4 --weights crossnetpp=runs/x/best.pt
 
 For every case of the real-pair suite (docs/real-suite.md) each reference-based network runs, at its
 defaults (back-projection; no centring shift: these references are aligned already), with
@@ -33,16 +34,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scale", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--weights", action="append", default=[], metavar="VARIANT=FILE",
+                        help="run only these networks, from these checkpoints (repeatable)")
     args = parser.parse_args()
+    chosen = dict(item.split("=", 1) for item in args.weights)
     torch.set_num_threads(args.threads)
     cases, missing = real_cases()
     for line in missing:
         print(f"skipped: {line}")
     patchmatch = load_method("patchmatch", args.scale)
-    nets = {v: load_method(v, args.scale) for v in NETWORKS}
+    nets = {v: load_method(v, args.scale, weights=chosen.get(v)) for v in (chosen or NETWORKS)}
     for net in nets.values():
         net.given_shift = (0, 0)
-    columns = ["patchmatch"] + [f"{v}/{mode}" for v in NETWORKS for mode in ("aligned", "oracle")]
+    columns = ["patchmatch"] + [f"{v}/{mode}" for v in nets for mode in ("aligned", "oracle")]
     scores = {c: [] for c in columns}
     print("case".ljust(20) + "".join(c.rjust(20) for c in columns))
     for case in cases:
