@@ -21,6 +21,7 @@ from refsr_cli.bench.plan import MethodPlan, load_plan_method
 from refsr_cli.bench.sources import Source, safe_name
 from refsr_cli.data.files import read_json, write_json
 from refsr_cli.data.image_io import write_image
+from refsr_cli.inference.footprint import Footprint, footprint_inference
 from refsr_cli.metrics import finite_or_none
 from refsr_cli.ops.block_match import luma
 
@@ -99,14 +100,8 @@ def compute_unit(plan: MethodPlan, scale: int, device: str, lr: torch.Tensor, re
 def _timed(method, lr: torch.Tensor, ref: torch.Tensor, footprint=None):
     start = time.perf_counter()
     ref = ref[None]
-    if footprint is not None and method.needs_reference and not footprint.full:
-        from refsr_cli.inference.footprint import footprint_inference
-
-        result = footprint_inference(method, lr[None], ref, footprint, lambda m, lr_, ref_: m(lr_, ref_))
-    else:
-        if hasattr(method, "bind_pair"):    # reading the pair's geometry is part of the method's time
-            ref = method.bind_pair(lr[None], ref)
-        result = method(lr[None], ref)
+    # Reading the pair's geometry (bind_pair) and any single-image path are part of the method's time.
+    result = footprint_inference(method, lr[None], ref, footprint, lambda m, lr_, ref_: m(lr_, ref_))
     if method.device.type == "cuda":
         torch.cuda.synchronize(method.device)
     return time.perf_counter() - start, result
@@ -133,7 +128,6 @@ def aligned_reference(cache: Path, source: Source, scale: int, view, name: str, 
     """A reference of another field of view brought onto the HR grid, as ``refsr infer --prealign`` does:
     ``(3×sh×sw reference, Footprint)``. The similarity is estimated once (SIFT takes seconds) and cached
     beside the pair's facts."""
-    from refsr_cli.inference.footprint import Footprint
     from refsr_cli.ops.prealign import estimate_alignment, resample_reference
 
     path = cache / "pairs" / f"{source.ident}__x{scale}__{safe_name(view)}__{safe_name(name)}.align.json"

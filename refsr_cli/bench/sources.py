@@ -197,9 +197,6 @@ class WideTeleSource(RealSuiteSource):
         code = b"".join(Path(m.__file__).read_bytes() for m in (prealign, footprint))
         self.ident = f"widetele-{hashlib.sha1(code).hexdigest()[:8]}"
 
-    def parallax(self, name, view, hr, ref):
-        return estimated_parallax(hr, ref)
-
 
 class PairsSource(Source):
     """A folder (or CSV) of LR/Ref/HR pairs, as ``refsr infer`` reads them; pairs without HR are skipped."""

@@ -104,37 +104,41 @@ class Footprint:
         return {"zoom": round(self.zoom, 4), "coverage": round(self.coverage, 4)}
 
 
-def footprint_inference(method, lr: torch.Tensor, ref: torch.Tensor, footprint: Footprint,
-                        run: Callable) -> tuple[torch.Tensor, dict]:
-    """SR of ``lr`` (``1×3×h×w``) with a prealigned ``ref`` (``1×3×sh×sw``) that has content only inside
-    ``footprint``: ``run(method, lr, ref) -> (sr, aux)`` (a whole-image or tiled call) on the
-    footprint's LR crop for ``method`` and on the whole view for the single-image network
-    (``method.fallback_method()``), blended by ``footprint.weights()``.
+def blends(method, footprint: Footprint | None) -> bool:
+    """Whether :func:`footprint_inference` splits ``method``'s work at ``footprint``: a reference-based
+    method and a footprint that leaves part of the view uncovered."""
+    return footprint is not None and method.needs_reference and not footprint.full
 
-    Returns ``(sr 1×3×sh×sw, aux)``: ``aux`` holds the reference path's intermediates pasted at their
-    place (zero flow / the reference itself elsewhere) and ``"footprint"`` (the ``1×1×sh×sw`` weights).
-    Calls ``method.bind_pair`` on the crop (the geometry it reads is the covered part's).
+
+def footprint_inference(method, lr: torch.Tensor, ref: torch.Tensor | None, footprint: Footprint | None,
+                        run: Callable) -> tuple[torch.Tensor, dict]:
+    """SR of ``lr`` (``1×3×h×w``) with ``ref`` (``1×3×sh×sw``, prealigned when ``footprint`` is given):
+    ``run(method, lr, ref) -> (sr, aux)`` is a whole-image or tiled call.
+
+    Where ``footprint`` says the reference has content in part of the view only, ``run`` goes over the
+    footprint's LR crop for ``method`` and over the whole view for the single-image network
+    (``method.fallback_method()``), blended by ``footprint.weights()``; ``aux`` then holds the reference
+    path's intermediates pasted at their place (zero flow / the reference itself elsewhere). Otherwise —
+    no footprint, one that covers the view, a single-image method or a baseline (nothing to fall back on),
+    nothing covered — ``method`` runs on the whole view. ``method.bind_pair`` reads the geometry of what
+    the reference path sees.
     """
-    single = method.fallback_method() if method.needs_reference else None
-    box = footprint.lr_box(tuple(lr.shape[-2:]))
-    weights = footprint.weights()
-    if single is None or box is None:
-        # Nothing to fall back on (a baseline), or nothing covered: the method sees the whole view.
-        ref = method.bind_pair(lr, ref)
-        sr, aux = run(method, lr, ref)
-        return sr, {**aux, "footprint": weights}
+    single = method.fallback_method() if blends(method, footprint) else None
+    box = footprint.lr_box(tuple(lr.shape[-2:])) if single is not None else None
+    if box is None:
+        return run(method, lr, method.bind_pair(lr, ref))
     s = method.scale
     sr, _ = run(single, lr, None)
     sr = sr.float().clone()
     y0, y1, x0, x1 = box
     crop_ref = method.bind_pair(lr[..., y0:y1, x0:x1], ref[..., s * y0:s * y1, s * x0:s * x1])
     if method.reference_unmatched:       # the covered part matches nothing: single-image SR everywhere
-        return sr, {"footprint": weights}
+        return sr, {}
     inner, crop_aux = run(method, lr[..., y0:y1, x0:x1], crop_ref)
     window = (..., slice(s * y0, s * y1), slice(s * x0, s * x1))
-    w = weights[window].to(sr.device)
+    w = footprint.weights()[window].to(sr.device)
     sr[window] = w * inner.float().to(sr.device) + (1 - w) * sr[window]
-    aux = {"footprint": weights}
+    aux = {}
     for key, value in crop_aux.items():
         if isinstance(value, torch.Tensor) and value.dim() == 4 and value.shape[-2:] == inner.shape[-2:]:
             full = ref.to(value.dtype).clone() if key == "warped" and value.shape[1] == 3 else \

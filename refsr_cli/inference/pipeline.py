@@ -29,6 +29,7 @@ from refsr_cli.metrics import finite_or_none, mean_of_rows
 from refsr_cli.data.files import (PROBE_PREFIX, atomic_write, check_writable_dir, folder_lock, read_json,
                                   remove_temporaries, write_json)
 from refsr_cli.data.image_io import array_to_tensor, encode_png, read_image, write_image
+from refsr_cli.inference.footprint import Footprint, blends, footprint_inference
 from refsr_cli.inference.methods import Method
 from refsr_cli.data.pairs import Pair
 from refsr_cli.inference.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, tiled_inference
@@ -254,7 +255,6 @@ def _load_pair_inputs(pair: Pair, method: Method, prealign: bool, detector: str)
     if method.needs_reference:
         ref, _ = read_image(pair.ref)
         if prealign:
-            from refsr_cli.inference.footprint import Footprint
             from refsr_cli.ops.prealign import prealign as align
 
             ref_size = tuple(ref.shape[-2:])
@@ -301,17 +301,11 @@ def run_pair(pair: Pair, out_dir: Path, method: Method, *, tile: int = DEFAULT_T
         return tiled_inference(m, lr_, ref_, m.scale, tile=tile, overlap=overlap, batch=batch,
                                aux_keys=wanted, progress=progress)
 
-    partial = footprint is not None and method.needs_reference and not footprint.full
-    if partial:
-        from refsr_cli.inference.footprint import footprint_inference
-
-        sr, aux = footprint_inference(method, lr, ref, footprint, run)
+    sr, aux = footprint_inference(method, lr, ref, footprint, run)
+    if blends(method, footprint):
         single = method.fallback_method()
         notes.append(f"the reference covers {footprint.coverage:.0%} of the view: reference-based SR inside it, "
                      f"{single.name if single else method.name} outside, blended across the footprint's edge")
-    else:
-        ref = method.bind_pair(lr, ref)
-        sr, aux = run(method, lr, ref)
     if footprint is not None:
         aux["footprint"] = footprint
     geometry = method.geometry
