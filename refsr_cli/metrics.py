@@ -317,10 +317,16 @@ def ifc(sr, gt, y: bool = False, crop: int = 0) -> float:
 # whole images, files and folders
 # --------------------------------------------------------------------------------------------
 
-def evaluate(sr, gt, y: bool = False, crop: int = 0) -> dict:
-    """``{"psnr", "ssim", "ifc"}`` of ``sr`` against ``gt`` (``3×H×W`` in [0, 1])."""
+def evaluate(sr, gt, y: bool = False, crop: int = 0, covered=None) -> dict:
+    """``{"psnr", "ssim", "ifc"}`` of ``sr`` against ``gt`` (``3×H×W`` in [0, 1]); with ``covered`` (see
+    :func:`evaluate_regions`) also :data:`REGION_METRICS`, from the same SSIM map."""
     a, b = prepare(sr, gt, y, crop)
-    return {"psnr": psnr_arrays(a, b), "ssim": ssim_arrays(a, b), "ifc": ifc_gray(_gray255(b), _gray255(a))}
+    structure = ssim_map(a, b)
+    scores = {"psnr": psnr_arrays(a, b), "ssim": float(structure.mean(axis=(1, 2)).mean()),
+              "ifc": ifc_gray(_gray255(b), _gray255(a))}
+    if covered is not None:
+        scores.update(_region_scores(a, b, structure, covered, crop))
+    return scores
 
 
 REGION_METRICS = ("psnr_covered", "psnr_outside", "ssim_covered", "ssim_outside")
@@ -335,6 +341,11 @@ def evaluate_regions(sr, gt, covered, y: bool = False, crop: int = 0) -> dict:
     ``None``. Returns ``{"psnr_covered", "psnr_outside", "ssim_covered", "ssim_outside"}``.
     """
     a, b = prepare(sr, gt, y, crop)
+    return _region_scores(a, b, ssim_map(a, b), covered, crop)
+
+
+def _region_scores(a: np.ndarray, b: np.ndarray, structure: np.ndarray, covered, crop: int) -> dict:
+    """:func:`evaluate_regions` of prepared arrays and their SSIM map (``C×(H−10)×(W−10)``)."""
     mask = np.asarray(covered.cpu() if hasattr(covered, "cpu") else covered).astype(bool)
     mask = mask.reshape(mask.shape[-2:])
     if crop:
@@ -342,7 +353,7 @@ def evaluate_regions(sr, gt, covered, y: bool = False, crop: int = 0) -> dict:
     if mask.shape != a.shape[1:]:
         raise RefsrError(f"the region mask is {mask.shape[1]}×{mask.shape[0]}, the images {a.shape[2]}×{a.shape[1]}")
     error = ((a - b) ** 2).mean(axis=0)
-    structure = ssim_map(a, b).mean(axis=0)
+    structure = structure.mean(axis=0)
     inner = mask[5:-5, 5:-5]
     out = {}
     for name, region, inner_region in (("covered", mask, inner), ("outside", ~mask, ~inner)):
@@ -373,9 +384,8 @@ def _evaluate_files(name: str, sr_file: Path, gt_file: Path, y: bool, crop: int,
         raise RefsrError(f"{sr_file}: size {sr.shape[1]}×{sr.shape[2]} differs from "
                          f"{gt_file} ({gt.shape[1]}×{gt.shape[2]})")
     try:
-        values = evaluate(sr, gt, y, crop)
-        if mask_file is not None:
-            values.update(evaluate_regions(sr, gt, read_mask(mask_file, tuple(gt.shape[-2:])), y, crop))
+        covered = read_mask(mask_file, tuple(gt.shape[-2:])) if mask_file is not None else None
+        values = evaluate(sr, gt, y, crop, covered)
     except RefsrError as exc:
         raise RefsrError(f"{sr_file}: {exc}") from None
     return {"name": name, **values}

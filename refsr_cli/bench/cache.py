@@ -65,7 +65,7 @@ def compute_unit(plan: MethodPlan, scale: int, device: str, lr: torch.Tensor, re
     (:func:`refsr_cli.inference.footprint.footprint_inference`) and the record adds the covered /
     outside metrics.
     """
-    from refsr_cli.metrics import evaluate, evaluate_regions
+    from refsr_cli.metrics import evaluate
 
     if threads:
         torch.set_num_threads(int(threads))
@@ -77,9 +77,7 @@ def compute_unit(plan: MethodPlan, scale: int, device: str, lr: torch.Tensor, re
         # A short call is dominated by one-time costs (resize matrices, allocator): time it again.
         seconds, (sr, aux) = _timed(method, lr, ref, footprint)
     sr = sr[0].float().clamp(0, 1).cpu()
-    scores = evaluate(sr, hr)
-    if footprint is not None:
-        scores.update(evaluate_regions(sr, hr, footprint.mask()))
+    scores = evaluate(sr, hr, covered=footprint.mask() if footprint is not None else None)
     record = {**meta, **{k: finite_or_none(v) for k, v in scores.items()}, "seconds": seconds,
               "threads": torch.get_num_threads(), "device": str(method.device)}
     if getattr(method, "geometry", None) is not None:

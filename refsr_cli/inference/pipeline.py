@@ -333,12 +333,8 @@ def run_pair(pair: Pair, out_dir: Path, method: Method, *, tile: int = DEFAULT_T
     metrics = None
     if hr is not None:
         # Metrics of the file as written (rounded to its bit depth), so `refsr metrics` agrees.
-        metrics = evaluate(array_to_tensor(array), hr, y=metrics_y, crop=metrics_crop)
-        if footprint is not None and not footprint.full:
-            from refsr_cli.metrics import evaluate_regions
-
-            metrics.update(evaluate_regions(array_to_tensor(array), hr, footprint.mask(), y=metrics_y,
-                                            crop=metrics_crop))
+        covered = footprint.mask() if footprint is not None and not footprint.full else None
+        metrics = evaluate(array_to_tensor(array), hr, y=metrics_y, crop=metrics_crop, covered=covered)
     record = geometry.to_json() if geometry is not None else {}
     if footprint is not None:
         record.update(footprint.to_json())
