@@ -44,6 +44,17 @@ def stage_record(where: Path) -> dict:
             "converged": any(r.get("plateau") == CONVERGED for r in records)}
 
 
+SYNTHETIC = "refsr prepare synthetic --out data/weights-syn --count 32 --test-count 4 --seed 1 --disparity"
+VIDEO = "refsr prepare video builtin --out data/video"
+
+
+def data_commands(stages: list[dict]) -> str:
+    """The commands that make the stores every stage trained on (the synthetic light fields, and the real
+    footage of the real-pair stage)."""
+    stores = [str(d) for stage in stages for d in stage["train_config"].get("data", [])]
+    return SYNTHETIC + (f"; {VIDEO}" if any(d.startswith("data/video") for d in stores) else "")
+
+
 def flatten(records: list[dict]) -> list[dict]:
     out = []
     for record in records:
@@ -67,7 +78,7 @@ def main() -> None:
     history = last["val_psnr_history"]
     rule = PlateauRule.from_config(last["train_config"].get("plateau"))
     card = {"command": f"weights/train.sh {args.variant} {args.scale}",
-            "data": "refsr prepare synthetic --out data/weights-syn --count 32 --test-count 4 --seed 1 --disparity",
+            "data": data_commands(stages),
             "hardware": f"CPU ({platform.processor() or platform.machine()}), {torch.get_num_threads()} torch threads",
             "wall_seconds_last_call": args.wall, "source_checkpoint": _source(args.run).name,
             # Every stage's checkpoint is the next one's start, so the iterations add up.

@@ -120,10 +120,26 @@ def spec(name: str) -> ModelSpec:
     return REGISTRY[name]
 
 
+# A configuration key every variant takes (it holds no weights): the network is given, in place of the raw
+# reference, the reference patch-matched onto the LR's view with this many PatchMatch iterations (0: the
+# raw reference). Correspondence beyond a CPU-sized network's reach is then solved before it, and the
+# network learns to fuse (inference/matched_reference.py; docs/real-suite.md).
+REFERENCE_MATCHING = "reference_matching"
+
+
 def build_model(name: str, **config) -> nn.Module:
-    """Build variant ``name``; ``config`` overrides its paper-size defaults (e.g. width for tiny models)."""
+    """Build variant ``name``; ``config`` overrides its paper-size defaults (e.g. width for tiny models).
+
+    ``reference_matching=N`` (any variant): the network takes the reference patch-matched onto the LR's
+    view by ``N`` PatchMatch iterations; kept in ``model.config`` so checkpoints rebuild it."""
+    matching = int(config.pop(REFERENCE_MATCHING, 0) or 0)
+    if matching < 0:
+        raise RefsrError(f"{REFERENCE_MATCHING} must be ≥ 0 (PatchMatch iterations), not {matching}")
     model = spec(name).builder(**config)
     model.variant = name
+    model.reference_matching = matching
+    if matching:
+        model.config = {**model.config, REFERENCE_MATCHING: matching}
     return model
 
 

@@ -27,6 +27,7 @@ import torch.nn as nn
 from refsr_cli import console
 from refsr_cli.errors import RefsrError
 from refsr_cli.inference import BACK_PROJECTION
+from refsr_cli.inference.matched_reference import matched_reference, reference_matching
 from refsr_cli.ops.resize import back_project
 from refsr_cli.ops.warp import pad_bottom_right
 
@@ -155,7 +156,9 @@ class Method:
         """Prepare the calls that follow for the pair ``(lr, ref)`` (whole images, before any tiling): read
         its geometry (:mod:`refsr_cli.ops.geometry`) when the recipe uses one and none was given.
 
-        Returns the reference those calls take: ``ref`` itself, or for a recipe that centres it, ``ref``
+        Returns the reference those calls take: for a network trained on matched references
+        (``reference_matching``), ``ref`` patch-matched onto the LR's view
+        (:mod:`refsr_cli.inference.matched_reference`); else ``ref`` itself, or for a recipe that centres it, ``ref``
         shifted by the pair's median displacement in whole pixels (``given_shift`` when set), so that the
         displacement left to the network is centred on zero. Sets ``geometry`` (the
         :class:`~refsr_cli.ops.geometry.PairGeometry`, or ``None``: not needed, given, or no estimate —
@@ -165,6 +168,17 @@ class Method:
         """
         self.pair_options, self.geometry, self.reference_shift, self.alignment = {}, None, (0, 0), None
         self.reference_unmatched = False
+        matching = reference_matching(self.model) if self.model is not None else 0
+        if matching and ref is not None:
+            # The network takes the reference patch-matched onto the LR's view: no sweep, shift or alignment
+            # is left to choose, but the geometry estimate still tells whether the reference shows the scene
+            # at all (a pasted mosaic of another scene would look like the LR to any later check).
+            from refsr_cli.ops.geometry import estimate_geometry
+
+            ref, lr = (ref if ref.dim() == 4 else ref[None]), (lr if lr.dim() == 4 else lr[None])
+            self.geometry = estimate_geometry(lr, ref)
+            self.reference_unmatched = self.geometry is None and self.fallback_method() is not None
+            return ref if self.reference_unmatched else matched_reference(lr.to(ref.device), ref, self.scale, matching)
         if not self.estimates_geometry or ref is None:
             return ref
         ref = ref if ref.dim() == 4 else ref[None]

@@ -39,6 +39,7 @@ from refsr_cli.archs.checkpoint import checkpoint_dict, save_checkpoint
 from refsr_cli.data.files import atomic_write, check_writable_dir, remove_temporaries, write_json
 from refsr_cli.data.store import read_digest
 from refsr_cli.errors import RefsrError
+from refsr_cli.inference.matched_reference import matched_reference, reference_for_network, reference_matching
 from refsr_cli.training.config import loss_weights, model_kwargs, uses_loss
 from refsr_cli.training.initialise import initialise
 from refsr_cli.training.losses.terms import LossContext, compute_loss
@@ -240,6 +241,7 @@ def train(config: dict, out: str | os.PathLike, device: str | None = None, val: 
                          "of a store with several: --val-holdout N)")
 
     model = build_model(config["variant"], **model_kwargs(config)).to(dev)
+    matching = reference_matching(model)
     if dev.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=config["lr"], betas=tuple(config["betas"]),
@@ -337,10 +339,13 @@ def train(config: dict, out: str | os.PathLike, device: str | None = None, val: 
                 raise
             batch = {k: (v.to(dev, non_blocking=True) if isinstance(v, torch.Tensor) else v)
                      for k, v in batch.items()}
+            options = recipe.training_options(batch)
+            if matching:   # the network takes the reference patch-matched onto the LR's view (and no sweep)
+                batch["ref"], options = matched_reference(batch["lr"], batch["ref"], config["scale"], matching), {}
             t1 = time.perf_counter()
             weights = loss_weights(config, iteration)
             with autocast:
-                sr, aux = net(batch["lr"], batch["ref"], config["scale"], **recipe.training_options(batch))
+                sr, aux = net(batch["lr"], batch["ref"], config["scale"], **options)
             total, terms = compute_loss(config["variant"], weights, sr.float(), aux, batch, context)
             optimizer.zero_grad(set_to_none=True)
             total.backward()
@@ -443,7 +448,8 @@ def _validate(model, pairs, scale: int, device) -> dict:
     model.eval()
     p, s = [], []
     for _name, lr, ref, hr in pairs:
-        sr, _ = model(lr[None].to(device), ref[None].to(device), scale)
+        lr, ref = lr[None].to(device), ref[None].to(device)
+        sr, _ = model(lr, reference_for_network(model, lr, ref, scale), scale)
         sr = sr[0].float().clamp(0, 1).cpu()
         p.append(psnr(sr, hr))
         s.append(ssim(sr, hr))

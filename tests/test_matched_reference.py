@@ -1,0 +1,141 @@
+"""Networks that take the reference patch-matched onto the LR's view (``[model] reference_matching``):
+the setting travels with the checkpoint, training / validation / inference all prepare the reference the
+same way, and a reference of another scene still goes to single-image SR."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from refsr_cli.archs import build_model
+from refsr_cli.archs.checkpoint import load_model, save_checkpoint
+from refsr_cli.cli import main
+from refsr_cli.inference.baselines.patchmatch import patchmatch
+from refsr_cli.inference.matched_reference import matched_reference, reference_for_network
+from refsr_cli.inference.methods import Method
+from refsr_cli.ops.resize import downscale
+
+
+def _scene(seed: int, size=(96, 128)) -> torch.Tensor:
+    """A textured 1×3×H×W image (smoothed noise: structure at several scales)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(1, 3, size[0] // 4, size[1] // 4, generator=g)
+    x = torch.nn.functional.interpolate(x, size=size, mode="bicubic", align_corners=False)
+    return (x + 0.15 * torch.rand(1, 3, *size, generator=g)).clamp(0, 1)
+
+
+def test_the_setting_is_kept_in_the_checkpoint_and_refused_below_zero(tmp_path):
+    model = build_model("crossmpi", **{**_tiny("crossmpi"), "reference_matching": 2})
+    assert model.reference_matching == 2 and model.config["reference_matching"] == 2
+    save_checkpoint(tmp_path / "m.pt", model, 4)
+    loaded, _ = load_model(tmp_path / "m.pt")
+    assert loaded.reference_matching == 2
+    assert build_model("crossmpi", **_tiny("crossmpi")).reference_matching == 0
+    with pytest.raises(Exception, match="reference_matching"):
+        build_model("crossmpi", **{**_tiny("crossmpi"), "reference_matching": -1})
+
+
+def _tiny(variant):
+    from refsr_cli.archs import spec
+
+    return dict(spec(variant).tiny)
+
+
+def test_matched_reference_is_patchmatch_before_back_projection():
+    hr = _scene(0)
+    ref = torch.roll(hr, shifts=(3, 17), dims=(2, 3))          # the same scene, displaced
+    lr = downscale(hr, 4)
+    pasted = matched_reference(lr, ref, 4, 2)
+    _, aux = patchmatch(lr, ref, 4, iterations=2, backproject=0)
+    assert torch.equal(pasted, aux["pasted"])
+    # The matched reference sits where the LR says: far closer to the HR than the displaced reference.
+    err = lambda a: float(((a - hr)[..., 8:-8, 24:-24] ** 2).mean())
+    assert err(pasted) < 0.25 * err(ref)
+
+
+def test_bind_pair_gives_a_matching_network_the_matched_reference_and_ignores_another_scene():
+    model = build_model("crossmpi", **{**_tiny("crossmpi"), "reference_matching": 1}).eval()
+    method = Method.from_model(model, scale=4)
+    hr = _scene(1)
+    ref = torch.roll(hr, shifts=20, dims=3)
+    lr = downscale(hr, 4)
+    given = method.bind_pair(lr, ref)
+    assert torch.equal(given, matched_reference(lr, ref, 4, 1))
+    assert method.pair_options == {} and method.reference_shift == (0, 0) and not method.reference_unmatched
+    # A reference of another scene is not pasted into the output: single-image SR takes the pair.
+    other = _scene(7)
+    assert method.bind_pair(lr, other) is not None and method.reference_unmatched
+    # The plain network (no matching) is handed its raw reference.
+    plain = Method.from_model(build_model("crossmpi", **_tiny("crossmpi")).eval(), scale=4)
+    plain.forward_options = {"baseline": (1.0, 0.0)}
+    assert torch.equal(plain.bind_pair(lr, ref), ref)
+    assert reference_for_network(plain.model, lr, ref, 4) is ref
+
+
+def test_training_with_reference_matching_runs_from_raw_weights_and_validates_matched(tiny_lf_store, tmp_path):
+    """A raw-reference checkpoint initialises a matching run (the setting holds no weights); the run trains,
+    validates on matched references, and its checkpoint carries the setting to inference."""
+    runner = CliRunner()
+    common = ["--quiet", "train", "--variant", "crossmpi", "--data", str(tiny_lf_store), "--model-size", "tiny",
+              "--crop", "32", "32", "--batch", "2", "--scale", "4", "--checkpoint-every", "2", "--device", "cpu"]
+    raw = tmp_path / "raw"
+    assert runner.invoke(main, [*common, "--out", str(raw), "--iters", "2"]).exit_code == 0
+    recipe = tmp_path / "matched.toml"
+    recipe.write_text("[model]\nreference_matching = 1\nmin_disparity = -2.0\nmax_disparity = 2.0\n")
+    out = tmp_path / "matched"
+    result = runner.invoke(main, [*common, "--out", str(out), "--iters", "4", "--val-every", "2",
+                                  "--init", str(raw / "model.pt"), "--config", str(recipe)])
+    assert result.exit_code == 0, result.output
+    model, payload = load_model(out / "model.pt")
+    assert model.reference_matching == 1 and payload["config"]["min_disparity"] == -2.0
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["iter"] for r in log if "val_psnr" in r] == [0, 2, 4]
+    assert all(np.isfinite(r["val_psnr"]) for r in log if "val_psnr" in r)
+    # infer runs it on a pair folder (the whole pair is matched before the network).
+    pairs = tmp_path / "pairs"
+    pairs.mkdir()
+    from refsr_cli.data.image_io import write_image
+
+    hr = _scene(3, (64, 96))
+    write_image(pairs / "a_lr.png", (downscale(hr, 4)[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+    write_image(pairs / "a_ref.png", (torch.roll(hr, 9, 3)[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+    result = runner.invoke(main, ["--quiet", "infer", str(pairs), "--scale", "4", "--weights", str(out / "model.pt"),
+                                  "--out", str(tmp_path / "sr"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "sr" / "a_sr.png").exists()
+
+
+def test_crossmpi_fuse_base_transferred_passes_a_matched_reference_through():
+    """With the sweep collapsed to disparity 0 every plane is the (matched) reference, so the transferred
+    image is the reference itself; with fuse_base="transferred" an untrained FuseNet (last layer zero) returns
+    it unchanged, where the paper's base returns LR↑."""
+    config = {**_tiny("crossmpi"), "min_disparity": 0.0, "max_disparity": 0.0}
+    hr = _scene(5, (64, 96))
+    lr = downscale(hr, 4)
+    with torch.no_grad():
+        sr, aux = build_model("crossmpi", **config, fuse_base="transferred").eval()(lr, hr, 4)
+        plain, plain_aux = build_model("crossmpi", **config).eval()(lr, hr, 4)
+    assert torch.allclose(aux["transferred"], hr, atol=1e-5)
+    assert torch.allclose(sr, hr, atol=1e-5)
+    assert torch.allclose(plain, plain_aux["lr_up"], atol=1e-6)
+    assert "fuse_base" not in build_model("crossmpi", **config).config      # the paper's: as before the option
+    with pytest.raises(ValueError, match="fuse_base"):
+        build_model("crossmpi", **config, fuse_base="hr")
+
+
+def test_init_into_another_fuse_base_restarts_fusenets_last_layer(tmp_path):
+    """Weights trained with FuseNet adding to LR↑ initialise a fuse_base="transferred" run; the last layer's
+    old correction would be added to another image, so it restarts at zero (the rest is loaded)."""
+    from refsr_cli.training.initialise import initialise
+
+    source = build_model("crossmpi", **_tiny("crossmpi"))
+    torch.nn.init.normal_(source.fuse[-1].weight)
+    save_checkpoint(tmp_path / "src.pt", source, 4)
+    target = build_model("crossmpi", **_tiny("crossmpi"), fuse_base="transferred", reference_matching=1)
+    initialise(target, {"init": str(tmp_path / "src.pt"), "variant": "crossmpi"})
+    assert torch.count_nonzero(target.fuse[-1].weight) == 0
+    assert torch.equal(target.fuse[1].body[1].weight, source.fuse[1].body[1].weight)
+    same = build_model("crossmpi", **_tiny("crossmpi"))
+    initialise(same, {"init": str(tmp_path / "src.pt"), "variant": "crossmpi"})
+    assert torch.equal(same.fuse[-1].weight, source.fuse[-1].weight)
