@@ -105,37 +105,3 @@ def test_training_with_reference_matching_runs_from_raw_weights_and_validates_ma
     assert result.exit_code == 0, result.output
     assert (tmp_path / "sr" / "a_sr.png").exists()
 
-
-def test_crossmpi_fuse_base_transferred_passes_a_matched_reference_through():
-    """With the sweep collapsed to disparity 0 every plane is the (matched) reference, so the transferred
-    image is the reference itself; with fuse_base="transferred" an untrained FuseNet (last layer zero) returns
-    it unchanged, where the paper's base returns LR↑."""
-    config = {**_tiny("crossmpi"), "min_disparity": 0.0, "max_disparity": 0.0}
-    hr = _scene(5, (64, 96))
-    lr = downscale(hr, 4)
-    with torch.no_grad():
-        sr, aux = build_model("crossmpi", **config, fuse_base="transferred").eval()(lr, hr, 4)
-        plain, plain_aux = build_model("crossmpi", **config).eval()(lr, hr, 4)
-    assert torch.allclose(aux["transferred"], hr, atol=1e-5)
-    assert torch.allclose(sr, hr, atol=1e-5)
-    assert torch.allclose(plain, plain_aux["lr_up"], atol=1e-6)
-    assert "fuse_base" not in build_model("crossmpi", **config).config      # the paper's: as before the option
-    with pytest.raises(ValueError, match="fuse_base"):
-        build_model("crossmpi", **config, fuse_base="hr")
-
-
-def test_init_into_another_fuse_base_restarts_fusenets_last_layer(tmp_path):
-    """Weights trained with FuseNet adding to LR↑ initialise a fuse_base="transferred" run; the last layer's
-    old correction would be added to another image, so it restarts at zero (the rest is loaded)."""
-    from refsr_cli.training.initialise import initialise
-
-    source = build_model("crossmpi", **_tiny("crossmpi"))
-    torch.nn.init.normal_(source.fuse[-1].weight)
-    save_checkpoint(tmp_path / "src.pt", source, 4)
-    target = build_model("crossmpi", **_tiny("crossmpi"), fuse_base="transferred", reference_matching=1)
-    initialise(target, {"init": str(tmp_path / "src.pt"), "variant": "crossmpi"})
-    assert torch.count_nonzero(target.fuse[-1].weight) == 0
-    assert torch.equal(target.fuse[1].body[1].weight, source.fuse[1].body[1].weight)
-    same = build_model("crossmpi", **_tiny("crossmpi"))
-    initialise(same, {"init": str(tmp_path / "src.pt"), "variant": "crossmpi"})
-    assert torch.equal(same.fuse[-1].weight, source.fuse[-1].weight)

@@ -9,7 +9,9 @@
 # runs/weights/VARIANT_xSCALE_flow, and the main run starts from its weights. Where a later-stage recipe
 # VARIANT_xSCALE_converge.toml exists, it continues from the main run's best checkpoint, in
 # runs/weights/VARIANT_xSCALE_converge, until the validation PSNR plateaus ([plateau] in the recipe), and
-# that run is exported. A recipe's `init` starts it
+# that run is exported. Where a real-pair recipe VARIANT_xSCALE_real.toml exists, it continues from the
+# last stage's best checkpoint on real footage mixed with the light fields (refsr prepare video builtin →
+# data/video), in runs/weights/VARIANT_xSCALE_real, and that run is exported. A recipe's `init` starts it
 # from another shipped checkpoint, so some depend on others: crossnet 8 → crossnetpp 8 → crossnetpp 4,
 # crossnet 8 → crossnet 4, refsrnet 8 → refsrnet 4. Export (weights/export.py): float16 weights (float32
 # where float16 moved the bench PSNR, see below) + model card with every stage's validation curve.
@@ -42,8 +44,15 @@ if [ -f "weights/recipes/${variant}_x${scale}_converge.toml" ]; then   # until t
   last=${run}_converge
   earlier=(--earlier "$run")
 fi
+if [ -f "weights/recipes/${variant}_x${scale}_real.toml" ]; then   # the real-pair stage (issue 22)
+  [ -f data/video/train.h5 ] || $refsr prepare video builtin --out data/video
+  $refsr train --variant "$variant" --scale "$scale" --data data/video/train.h5 --data $data/train.h5 --mix 0.5,0.5 \
+    --config "weights/recipes/${variant}_x${scale}_real.toml" --out "${run}_real" --device cpu --init "$last/best.pt"
+  earlier+=(--earlier "$last")
+  last=${run}_real
+fi
 [ -d "${run}_flow" ] && earlier=(--earlier "${run}_flow" "${earlier[@]}")
 wall=$(( $(date +%s) - start ))
 # float32 where float16 moved the built-in bench PSNR by 0.001 dB or more (weights/README.md), else float16.
-case "${variant}_x${scale}" in crossmpi_x8|crossnet_x8|crossnet_x4|refsrnet_x4) dtype=(--float32) ;; *) dtype=() ;; esac
+case "${variant}_x${scale}" in crossnet_x8|crossnet_x4|refsrnet_x4) dtype=(--float32) ;; *) dtype=() ;; esac
 $python weights/export.py "$variant" "$scale" "$last" "${earlier[@]}" --wall "$wall" "${dtype[@]}"

@@ -197,11 +197,6 @@ class CrossMPI(RefSRModel):
         refine_channels, refine_blocks: width / residual blocks of each ×2 alpha refinement.
         fuse_channels, fuse_blocks: width / residual blocks of FuseNet (at HR).
         attention: ``"cosine"`` (default) or ``"dot"`` (the paper's raw inner product), see module notes.
-        fuse_base: what FuseNet's residual is added to — ``"lr_up"`` (the paper: ``SR = LR↑ + F(…)``) or
-            ``"transferred"`` (``SR = transferred + F(…)``). With a reference already matched onto the LR's
-            view (``reference_matching``) the transferred image is nearly the answer, and a small FuseNet
-            passes its detail through far better as an identity path than by rebuilding it from ``LR↑``
-            (docs/real-suite.md). Holds no weights.
         max_scale: largest power-of-two scale supported; the guided upsampling has ``log2(max_scale)``
             refinement steps, of which a ×s call uses the ``log2(s)`` finest (coarser ones stay idle).
     Forward: ``(lr N×3×h×w, ref N×3×sh×sw, scale, baseline=None, disparities=None) → (sr, aux)``;
@@ -213,13 +208,13 @@ class CrossMPI(RefSRModel):
     """
 
     # The default sweep holds no weights: a run may start from weights trained with another one.
-    weight_free_config = ("min_disparity", "max_disparity", "baseline", "fuse_base")
+    weight_free_config = ("min_disparity", "max_disparity", "baseline")
 
     def __init__(self, num_planes: int = 32, min_disparity: float = 0.0, max_disparity: float = 20.0,
                  baseline: Sequence[float] = (1.0, 1.0), features: int = 64, aspp_blocks: int = 3,
                  dilations: Sequence[int] = (1, 2, 4), guide_channels: int = 32, refine_channels: int = 64,
                  refine_blocks: int = 2, fuse_channels: int = 64, fuse_blocks: int = 4,
-                 attention: str = "cosine", max_scale: int = 8, fuse_base: str = "lr_up"):
+                 attention: str = "cosine", max_scale: int = 8):
         super().__init__()
         self.config = {"num_planes": int(num_planes), "min_disparity": float(min_disparity),
                        "max_disparity": float(max_disparity), "baseline": [float(b) for b in baseline],
@@ -228,10 +223,6 @@ class CrossMPI(RefSRModel):
                        "refine_channels": int(refine_channels), "refine_blocks": int(refine_blocks),
                        "fuse_channels": int(fuse_channels), "fuse_blocks": int(fuse_blocks),
                        "attention": str(attention), "max_scale": int(max_scale)}
-        if fuse_base not in ("lr_up", "transferred"):
-            raise ValueError(f"fuse_base must be 'lr_up' or 'transferred', not {fuse_base!r}")
-        if fuse_base != "lr_up":        # absent = the paper's, so checkpoints from before the option rebuild as they were
-            self.config["fuse_base"] = fuse_base
         if attention not in ("cosine", "dot"):
             raise ValueError(f"attention must be 'cosine' or 'dot', not {attention!r}")
         if len(self.config["baseline"]) != 2:
@@ -284,15 +275,6 @@ class CrossMPI(RefSRModel):
         out["attention"] = self.log_temperature.numel()
         return out
 
-    def adapt_initialisation(self, source_config: dict) -> None:
-        """After ``--init`` from weights trained with another ``fuse_base``: FuseNet's output was a correction
-        of another image, so its last layer restarts at zero, as in a fresh network — the run then starts
-        from its base image itself (for a matched reference: about PatchMatch's quality) instead of adding
-        the old correction to it."""
-        if source_config.get("fuse_base", "lr_up") != self.config.get("fuse_base", "lr_up"):
-            nn.init.zeros_(self.fuse[-1].weight)
-            nn.init.zeros_(self.fuse[-1].bias)
-
     # -- forward -----------------------------------------------------------------------------------
 
     def forward(self, lr: torch.Tensor, ref: torch.Tensor, scale: int, baseline=None, disparities=None):
@@ -328,8 +310,7 @@ class CrossMPI(RefSRModel):
         alpha = logits.softmax(dim=1)                                    # N×D×H×W
 
         transferred = (alpha.unsqueeze(2) * psv).sum(dim=1)             # SR-MPI rendered at the LR view
-        base = transferred if self.config.get("fuse_base") == "transferred" else lr_up
-        sr = base + self.fuse(torch.cat((lr_up, transferred), dim=1))
+        sr = lr_up + self.fuse(torch.cat((lr_up, transferred), dim=1))
         index = alpha.argmax(dim=1, keepdim=True)                        # N×1×H×W
         depth = torch.gather(disp.reshape(n, d, 1, 1).expand(-1, -1, *index.shape[-2:]), 1, index)
         aux = {"alpha": alpha, "alpha_lr": alpha_lr, "depth": depth, "disparities": disp,

@@ -26,11 +26,6 @@ def initialise(model: nn.Module, config: dict) -> None:
         raise RefsrError(f"{config['init']}: its configuration {source.config} does not match this run's "
                          f"{model.config}")
     model.load_state_dict(renamed_state(source.state_dict(), model.state_dict().keys(), rename))
-    # A weight-free setting may change what some weights mean (Cross-MPI's fuse_base): the architecture
-    # restarts those layers as a fresh network starts them.
-    adapt = getattr(model, "adapt_initialisation", None)
-    if adapt is not None:
-        adapt(source.config)
 
 
 def _without(config: dict, keys: set) -> dict:
