@@ -105,3 +105,23 @@ def test_training_with_reference_matching_runs_from_raw_weights_and_validates_ma
     assert result.exit_code == 0, result.output
     assert (tmp_path / "sr" / "a_sr.png").exists()
 
+
+
+def test_geometry_flags_are_refused_for_a_network_that_takes_a_matched_reference(tmp_path):
+    """--baseline / --disparity-range / --reference-shift describe a displacement that matching has already
+    removed: given with such a checkpoint they are a usage error, not silently applied to the matched reference."""
+    model = build_model("crossmpi", **{**_tiny("crossmpi"), "reference_matching": 1})
+    save_checkpoint(tmp_path / "m.pt", model, 4)
+    pairs = tmp_path / "pairs"
+    pairs.mkdir()
+    from refsr_cli.data.image_io import write_image
+
+    hr = _scene(4, (64, 96))
+    write_image(pairs / "a_lr.png", (downscale(hr, 4)[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+    write_image(pairs / "a_ref.png", (hr[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+    for flags in (["--baseline", "1", "0"], ["--disparity-range", "0", "8"], ["--reference-shift", "2", "0"]):
+        result = CliRunner().invoke(main, ["infer", str(pairs), "--scale", "4", "--weights", str(tmp_path / "m.pt"),
+                                           "--out", str(tmp_path / "sr"), *flags])
+        assert result.exit_code == 2, result.output
+        assert "reference_matching" in result.output
+        assert not (tmp_path / "sr" / "a_sr.png").exists()

@@ -171,7 +171,13 @@ def command(source, scale, out, method, weights, prealign, detector, tile, overl
     the_method = load_method(method, scale, weights=weights, device=run_device,
                              half="bf16" if bf16 else ("fp16" if half else False))
     from refsr_cli.archs import spec, variants
+    from refsr_cli.inference.matched_reference import reference_matching
 
+    if (baseline or disparity_range or reference_shift is not None) and the_method.model is not None \
+            and reference_matching(the_method.model):
+        # Its reference is patch-matched onto the LR's view first: there is no displacement left to give.
+        raise click.UsageError(f"--baseline/--disparity-range/--reference-shift do not apply to {the_method.weights}: "
+                               f"it takes the reference patch-matched onto the LR's view (reference_matching)")
     if baseline or disparity_range:
         recipe = spec(the_method.name).recipe if the_method.model is not None else None
         if recipe is None or recipe.pair_options is None:
