@@ -339,10 +339,10 @@ def train(config: dict, out: str | os.PathLike, device: str | None = None, val: 
                 raise
             batch = {k: (v.to(dev, non_blocking=True) if isinstance(v, torch.Tensor) else v)
                      for k, v in batch.items()}
+            t1 = time.perf_counter()
             options = recipe.training_options(batch)
             if matching:   # the network takes the reference patch-matched onto the LR's view (and no sweep)
                 batch["ref"], options = matched_reference(batch["lr"], batch["ref"], config["scale"], matching), {}
-            t1 = time.perf_counter()
             weights = loss_weights(config, iteration)
             with autocast:
                 sr, aux = net(batch["lr"], batch["ref"], config["scale"], **options)
