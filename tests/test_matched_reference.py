@@ -104,6 +104,8 @@ def test_training_with_reference_matching_runs_from_raw_weights_and_validates_ma
                                   "--out", str(tmp_path / "sr"), "--json"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "sr" / "a_sr.png").exists()
+    line = json.loads([row for row in result.stdout.splitlines() if row.startswith("{")][-1])
+    assert line["geometry"]["reference_matching"] == 1
 
 
 
