@@ -25,6 +25,16 @@ def _scene(seed: int, size=(96, 128)) -> torch.Tensor:
     return (x + 0.15 * torch.rand(1, 3, *size, generator=g)).clamp(0, 1)
 
 
+def _write_pair(folder, hr: torch.Tensor, ref: torch.Tensor) -> None:
+    """``folder/a_lr.png`` (``hr`` downscaled ×4) and ``folder/a_ref.png``, 8-bit."""
+    from refsr_cli.data.image_io import write_image
+
+    folder.mkdir()
+    to_png = lambda x: (x[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    write_image(folder / "a_lr.png", to_png(downscale(hr, 4)))
+    write_image(folder / "a_ref.png", to_png(ref))
+
+
 def test_the_setting_is_kept_in_the_checkpoint_and_refused_below_zero(tmp_path):
     model = build_model("crossmpi", **{**_tiny("crossmpi"), "reference_matching": 2})
     assert model.reference_matching == 2 and model.config["reference_matching"] == 2
@@ -94,12 +104,8 @@ def test_training_with_reference_matching_runs_from_raw_weights_and_validates_ma
     assert all(np.isfinite(r["val_psnr"]) for r in log if "val_psnr" in r)
     # infer runs it on a pair folder (the whole pair is matched before the network).
     pairs = tmp_path / "pairs"
-    pairs.mkdir()
-    from refsr_cli.data.image_io import write_image
-
     hr = _scene(3, (64, 96))
-    write_image(pairs / "a_lr.png", (downscale(hr, 4)[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
-    write_image(pairs / "a_ref.png", (torch.roll(hr, 9, 3)[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+    _write_pair(pairs, hr, torch.roll(hr, 9, 3))
     result = runner.invoke(main, ["--quiet", "infer", str(pairs), "--scale", "4", "--weights", str(out / "model.pt"),
                                   "--out", str(tmp_path / "sr"), "--json"])
     assert result.exit_code == 0, result.output
@@ -108,19 +114,14 @@ def test_training_with_reference_matching_runs_from_raw_weights_and_validates_ma
     assert line["geometry"]["reference_matching"] == 1
 
 
-
 def test_geometry_flags_are_refused_for_a_network_that_takes_a_matched_reference(tmp_path):
     """--baseline / --disparity-range / --reference-shift describe a displacement that matching has already
     removed: given with such a checkpoint they are a usage error, not silently applied to the matched reference."""
     model = build_model("crossmpi", **{**_tiny("crossmpi"), "reference_matching": 1})
     save_checkpoint(tmp_path / "m.pt", model, 4)
     pairs = tmp_path / "pairs"
-    pairs.mkdir()
-    from refsr_cli.data.image_io import write_image
-
     hr = _scene(4, (64, 96))
-    write_image(pairs / "a_lr.png", (downscale(hr, 4)[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
-    write_image(pairs / "a_ref.png", (hr[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+    _write_pair(pairs, hr, hr)
     for flags in (["--baseline", "1", "0"], ["--disparity-range", "0", "8"], ["--reference-shift", "2", "0"]):
         result = CliRunner().invoke(main, ["infer", str(pairs), "--scale", "4", "--weights", str(tmp_path / "m.pt"),
                                            "--out", str(tmp_path / "sr"), *flags])

@@ -173,8 +173,7 @@ def command(source, scale, out, method, weights, prealign, detector, tile, overl
     from refsr_cli.archs import spec, variants
     from refsr_cli.inference.matched_reference import reference_matching
 
-    if (baseline or disparity_range or reference_shift is not None) and the_method.model is not None \
-            and reference_matching(the_method.model):
+    if (baseline or disparity_range or reference_shift is not None) and reference_matching(the_method.model):
         # Its reference is patch-matched onto the LR's view first: there is no displacement left to give.
         raise click.UsageError(f"--baseline/--disparity-range/--reference-shift do not apply to {the_method.weights}: "
                                f"it takes the reference patch-matched onto the LR's view (reference_matching)")

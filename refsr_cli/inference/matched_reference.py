@@ -20,8 +20,9 @@ import torch.nn as nn
 from refsr_cli.inference.baselines.patchmatch import patchmatch
 
 
-def reference_matching(model: nn.Module) -> int:
-    """PatchMatch iterations of the reference ``model`` was trained to take (0: the raw reference)."""
+def reference_matching(model: nn.Module | None) -> int:
+    """PatchMatch iterations of the reference ``model`` was trained to take (0: the raw reference, and for
+    ``None``: a baseline has no network)."""
     model = getattr(model, "module", model)          # a DDP-wrapped network
     return int(getattr(model, "reference_matching", 0) or 0)
 

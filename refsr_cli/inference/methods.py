@@ -168,7 +168,7 @@ class Method:
         """
         self.pair_options, self.geometry, self.reference_shift, self.alignment = {}, None, (0, 0), None
         self.reference_unmatched = False
-        matching = reference_matching(self.model) if self.model is not None else 0
+        matching = reference_matching(self.model)
         if matching and ref is not None:
             # The network takes the reference patch-matched onto the LR's view: no sweep, shift or alignment
             # is left to choose, but the geometry estimate still tells whether the reference shows the scene

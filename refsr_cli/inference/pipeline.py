@@ -323,7 +323,7 @@ def run_pair(pair: Pair, out_dir: Path, method: Method, *, tile: int = DEFAULT_T
                      f"y' = {a[1, 0]:+.4f}x {a[1, 1]:.4f}y {a[1, 2]:+.1f}): the pair is not rectified")
     if method.reference_shift != (0, 0):
         notes.append("reference shifted by ({:+d}, {:+d}) px to centre the parallax".format(*method.reference_shift))
-    matching = reference_matching(method.model) if method.model is not None else 0
+    matching = reference_matching(method.model)
     if matching and not method.reference_unmatched:
         notes.append(f"reference patch-matched onto the LR's view ({matching} PatchMatch iterations) before the network")
     del lr, ref
