@@ -12,9 +12,11 @@ from refsr_cli.archs import build_model
 from refsr_cli.archs.checkpoint import load_model, save_checkpoint
 from refsr_cli.cli import main
 from refsr_cli.inference.baselines.patchmatch import patchmatch
-from refsr_cli.inference.matched_reference import matched_reference, reference_for_network
+from refsr_cli.inference.matched_reference import (MATCHING_SEARCH_RADIUS, matched_reference, paste_gate,
+                                                   reference_for_network)
 from refsr_cli.inference.methods import Method
-from refsr_cli.ops.resize import downscale
+from refsr_cli.ops.block_match import match_flow
+from refsr_cli.ops.resize import back_project, downscale, upscale
 
 
 def _scene(seed: int, size=(96, 128)) -> torch.Tensor:
@@ -52,16 +54,32 @@ def _tiny(variant):
     return dict(spec(variant).tiny)
 
 
-def test_matched_reference_is_patchmatch_before_back_projection():
+def test_matched_reference_is_patchmatch_from_block_matching_before_back_projection():
     hr = _scene(0)
     ref = torch.roll(hr, shifts=(3, 17), dims=(2, 3))          # the same scene, displaced
     lr = downscale(hr, 4)
     pasted = matched_reference(lr, ref, 4, 2)
-    _, aux = patchmatch(lr, ref, 4, iterations=2, backproject=0)
+    flow, _ = match_flow(lr, downscale(ref, 4))
+    _, aux = patchmatch(lr, ref, 4, iterations=2, search_radius=MATCHING_SEARCH_RADIUS, features="luma",
+                        init_flow=flow, backproject=0)
     assert torch.equal(pasted, aux["pasted"])
     # The matched reference sits where the LR says: far closer to the HR than the displaced reference.
     err = lambda a: float(((a - hr)[..., 8:-8, 24:-24] ** 2).mean())
     assert err(pasted) < 0.25 * err(ref)
+
+
+def test_one_iteration_reaches_a_displacement_far_beyond_the_search_radius():
+    """The block-matching start brings a 48 px displacement (6× the refinement's search radius) within reach
+    of a single iteration; a random start with the same radius and iteration does not find it."""
+    hr = _scene(2, (96, 256))
+    ref = torch.roll(hr, shifts=48, dims=3)
+    lr = downscale(hr, 4)
+    # columns whose match is in view (those of the last 48 wrapped around to the reference's left edge)
+    err = lambda a: float(((a - hr)[..., 8:-8, 16:-64] ** 2).mean())
+    _, random_start = patchmatch(lr, ref, 4, iterations=1, search_radius=MATCHING_SEARCH_RADIUS, backproject=0)
+    matched = matched_reference(lr, ref, 4, 1)
+    assert err(matched) < 0.2 * err(random_start["pasted"])
+    assert err(matched) < 0.1 * err(ref)
 
 
 def test_bind_pair_gives_a_matching_network_the_matched_reference_and_ignores_another_scene():
@@ -128,3 +146,40 @@ def test_geometry_flags_are_refused_for_a_network_that_takes_a_matched_reference
         assert result.exit_code == 2, result.output
         assert "reference_matching" in result.output
         assert not (tmp_path / "sr" / "a_sr.png").exists()
+
+
+def test_the_paste_gate_takes_the_paste_where_it_agrees_with_the_lr_and_the_network_elsewhere():
+    """Left half: a correct paste (the HR itself) replaces the network's blurry output; right half: a paste
+    of another scene is not copied — the output there stays the network's (back-projected) output."""
+    hr, other = _scene(5), _scene(6)
+    lr = downscale(hr, 4)
+    sr = upscale(lr, 4)                                    # a network that adds no detail
+    pasted = torch.cat((hr[..., :64], other[..., 64:]), dim=3)
+    out = paste_gate(sr, pasted, lr, 4, rounds=2)
+    err = lambda a, cols: float(((a - hr)[..., 8:-8, cols] ** 2).mean())
+    left, right = slice(8, 48), slice(80, 120)
+    assert err(out, left) < 0.1 * err(sr, left)
+    assert abs(err(out, right) - err(back_project(sr, lr, 4, 2), right)) < 0.05 * err(sr, right)
+    assert err(out, right) < 0.5 * err(pasted, right)
+
+
+def test_infer_applies_the_paste_gate_to_a_matching_network_and_records_it(tmp_path):
+    """On by default for a checkpoint with reference_matching (off for others); --no-paste-gate changes the
+    pixels, so a rerun into the same folder with it is refused without --overwrite."""
+    model = build_model("crossmpi", **{**_tiny("crossmpi"), "reference_matching": 1})
+    save_checkpoint(tmp_path / "m.pt", model, 4)
+    pairs = tmp_path / "pairs"
+    hr = _scene(8, (64, 96))
+    _write_pair(pairs, hr, torch.roll(hr, 5, 3))
+    base = ["--quiet", "infer", str(pairs), "--scale", "4", "--weights", str(tmp_path / "m.pt"), "--out"]
+    runner = CliRunner()
+    assert runner.invoke(main, [*base, str(tmp_path / "on")]).exit_code == 0
+    assert json.loads((tmp_path / "on" / "settings.json").read_text())["paste_gate"] is True
+    refused = runner.invoke(main, [*base, str(tmp_path / "on"), "--no-paste-gate"])
+    assert refused.exit_code != 0 and "--paste-gate" in refused.output, refused.output
+    assert runner.invoke(main, [*base, str(tmp_path / "off"), "--no-paste-gate"]).exit_code == 0
+    assert json.loads((tmp_path / "off" / "settings.json").read_text())["paste_gate"] is False
+    from refsr_cli.data.image_io import read_image
+
+    assert not torch.equal(read_image(tmp_path / "on" / "a_sr.png")[0], read_image(tmp_path / "off" / "a_sr.png")[0])
+    assert Method.from_model(build_model("crossmpi", **_tiny("crossmpi")), scale=4).paste_gate is False

@@ -177,6 +177,14 @@ def test_ifc_one_subband_against_a_plain_loop(gray):
     dist_pyr = pt.pyramids.SteerablePyramidSpace(dist, 4, 5, "reflect1").pyr_coeffs
     total = sum(M.ifc_subband(ref_pyr[M.ifc_band_key(b)], dist_pyr[M.ifc_band_key(b)], b) for b in M.IFC_SUBBANDS)
     assert M.ifc_gray(gray, dist) == pytest.approx(total / gray.size, rel=1e-12)
+    # The ground truth's side is kept between calls by content: an edited ground truth of the same size
+    # (the same array object, changed in place) is scored afresh, not from the kept one.
+    edited = gray.copy()
+    first = M.ifc_gray(edited, dist)
+    edited[:40] = gaussian_filter(edited[:40], 2.0)
+    ref_pyr = pt.pyramids.SteerablePyramidSpace(edited, 4, 5, "reflect1").pyr_coeffs
+    total = sum(M.ifc_subband(ref_pyr[M.ifc_band_key(b)], dist_pyr[M.ifc_band_key(b)], b) for b in M.IFC_SUBBANDS)
+    assert M.ifc_gray(edited, dist) == pytest.approx(total / gray.size, rel=1e-12) != first
 
 
 # ---------------------------------------------------------------------------------------------- CLI

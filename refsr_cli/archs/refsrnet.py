@@ -253,23 +253,46 @@ class RefSRNet(RefSRModel):
         f_lr, f_ref = feats[:n], feats[n:]
         c = feats.shape[1]
         gy, gx = cy.numel(), cx.numel()
+        radius, step = self.config["search_radius"], self.config["search_step"]
+        side = 2 * radius // step + 1                                      # K = side²
+        q_lr = f_lr[:, :, cy][:, :, :, cx]                                 # N×C×Gy×Gx
+        # Zero features outside Ref: those candidates are masked below. In padded coordinates the window
+        # of centre (y, x) spans rows y … y+2R and columns x … x+2R.
+        f_pad = F.pad(f_ref, (radius, radius, radius, radius))
+        # Blocks of B×B centres share one product with the union of their windows (a dense matrix
+        # product, reading each Ref feature once per block), from which each centre slices its own
+        # window: gathering every centre's K candidate features instead moves far more memory. B is the
+        # largest whose union of windows is at most twice one window (4 at ×4, 1 at ×8 with the shipped
+        # settings), so that the product computes at most twice the scores needed.
+        spacing = max(1, int((cy[1:] - cy[:-1]).min()) // step) if gy > 1 else side
+        block = max(b for b in range(1, 9) if ((b - 1) * spacing + side) ** 2 <= 2 * side * side)
+        rows = []
+        for i in range(0, gy, block):
+            ys = cy[i:i + block]
+            cols = []
+            for j in range(0, gx, block):
+                xs = cx[j:j + block]
+                # the step-spaced lattice the block's windows share, or every pixel where they do not
+                sub = step if bool(((ys - ys[0]) % step == 0).all() and ((xs - xs[0]) % step == 0).all()) else 1
+                y0, x0 = int(ys[0]), int(xs[0])
+                box = f_pad[:, :, y0:int(ys[-1]) + 2 * radius + 1:sub, x0:int(xs[-1]) + 2 * radius + 1:sub]
+                q = q_lr[:, :, i:i + block, j:j + block]
+                scores = torch.einsum("ncyx,ncp->nyxp", q, box.flatten(2)).unflatten(3, box.shape[-2:])
+                stride = step // sub
+                span = (side - 1) * stride + 1
+                windows = [scores[:, a, b, (yy - y0) // sub:(yy - y0) // sub + span:stride,
+                                  (xx - x0) // sub:(xx - x0) // sub + span:stride]
+                           for a, yy in enumerate(ys.tolist()) for b, xx in enumerate(xs.tolist())]
+                cols.append(torch.stack(windows, 1).reshape(n, ys.numel(), xs.numel(), side * side))
+            rows.append(torch.cat(cols, dim=2))
+        logits = torch.cat(rows, dim=1).reshape(n, gy * gx, side * side) / math.sqrt(c)   # N×G×K
         centre_y = cy[:, None].expand(gy, gx).reshape(-1)                 # G
         centre_x = cx[None, :].expand(gy, gx).reshape(-1)
-        q_lr = f_lr.flatten(2)[:, :, centre_y * w + centre_x]              # N×C×G
         ox, oy = self.offsets[:, 0], self.offsets[:, 1]                    # K
         py = centre_y[:, None] + oy[None, :]                               # G×K
         px = centre_x[:, None] + ox[None, :]
         valid = (py >= 0) & (py < h) & (px >= 0) & (px < w)
-        flat = (py.clamp(0, h - 1) * w + px.clamp(0, w - 1))
-        f_ref_flat = f_ref.flatten(2)
-        k = flat.shape[1]
-        logits = []
-        # Chunk over patch centres: the gathered candidate features are N×C×G×K floats.
-        chunk = max(1, (1 << 25) // max(1, n * c * k))
-        for s in range(0, flat.shape[0], chunk):
-            cand = f_ref_flat[:, :, flat[s:s + chunk].reshape(-1)].reshape(n, c, -1, k)   # N×C×g×K
-            logits.append(torch.einsum("ncg,ncgk->ngk", q_lr[:, :, s:s + chunk], cand))
-        logits = torch.cat(logits, dim=1) / math.sqrt(c)                   # N×G×K
+        k = valid.shape[1]
         logits = logits.masked_fill(~valid, INVALID_LOGIT)
         logits = logits.transpose(1, 2).reshape(n, k, gy, gx)
         return logits, valid.t().reshape(k, gy, gx)

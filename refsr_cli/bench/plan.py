@@ -8,6 +8,7 @@ served stale results.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import inspect
 import json
 import os
@@ -56,7 +57,7 @@ def _baseline_digest(name: str, options: dict) -> str:
 
 def _network_digest(variant: str, path: str | os.PathLike, scale: int) -> str:
     """Hash of the checkpoint and of what the inference around it does (back-projection, a centred
-    reference); for a variant that reads each pair's geometry, also of the estimator's source, so that
+    reference, the matching and paste gate of a matched-reference checkpoint); for a variant that reads each pair's geometry, also of the estimator's source, so that
     editing the estimator invalidates exactly the results that depend on it."""
     from refsr_cli.archs import spec
     from refsr_cli.inference import BACK_PROJECTION
@@ -68,7 +69,11 @@ def _network_digest(variant: str, path: str | os.PathLike, scale: int) -> str:
     if recipe.pair_options is not None or recipe.centre_reference:
         for module in (geometry, block_match, prealign):
             h.update(Path(inspect.getsourcefile(module)).read_bytes())
-    if spec(variant).needs_reference:         # a pair whose reference matches nothing runs the fallback
+    if spec(variant).needs_reference:
+        # a checkpoint trained on matched references runs the matching and the paste gate around it
+        for module in ("refsr_cli.inference.matched_reference", "refsr_cli.inference.baselines.patchmatch"):
+            h.update(Path(inspect.getsourcefile(importlib.import_module(module))).read_bytes())
+        # a pair whose reference matches nothing runs the fallback
         from refsr_cli.archs import variants
         from refsr_cli.archs.checkpoint import shipped_weights
 

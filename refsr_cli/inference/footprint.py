@@ -26,7 +26,12 @@ from typing import Callable
 import numpy as np
 import torch
 
-BAND_LR = 8           # LR pixels over which the blend rises from single-image to reference-based SR
+# LR pixels over which the blend rises from single-image to reference-based SR. Both results are
+# back-projected onto the same LR, so they differ only in detail finer than it: a ramp as wide as the
+# bicubic kernel's reach (2 LR px) hides the switch. A wider one mixed single-image SR into the covered
+# region, where the reference path is good up to the edge (8 LR px cost the built-in wide/tele case
+# 0.4 dB (×4) and 0.6 dB (×8) in the covered region: docs/real-suite.md).
+BAND_LR = 2
 CONTEXT_LR = 8        # LR pixels of context around the footprint given to the reference path
 FULL_COVERAGE = 0.999  # a footprint covering this share of the view is the whole view: no blending
 

@@ -4,20 +4,37 @@ patch-matched onto the LR's view.
 A CPU-sized network cannot reach the 30–60 px displacements of real pairs (a stereo baseline, a pan, a
 cyclist between two frames), and its synthesis passes little of a misaligned reference's detail through
 (docs/real-suite.md, "the networks' ceiling"). With ``reference_matching`` the correspondence is solved
-before the network, by the PatchMatch of :mod:`refsr_cli.inference.baselines.patchmatch` with ``N``
-iterations (unbounded search: every offset is reachable through propagation): the network sees the
-sharp reference patches pasted where the LR says they belong, as the PatchMatch baseline does before its
-back-projection, and learns to fuse them with the LR — keep what agrees with it, repair what does not.
+before the network, by the PatchMatch of :mod:`refsr_cli.inference.baselines.patchmatch` started from
+coarse-to-fine block matching (any displacement is reached before the first iteration) and refined by
+``N`` iterations: the network sees the sharp reference patches pasted where the LR says they belong, as
+the PatchMatch baseline does before its back-projection, and learns to fuse them with the LR — keep what
+agrees with it, repair what does not.
 
 The same function prepares the reference in training (each sample of a batch), in validation and at
 inference (whole images, before any tiling: the matching must see the whole reference).
+
+At inference the network's output then passes the *paste gate* (:func:`paste_gate`): where the matched
+reference already agrees with the LR, the back-projected paste replaces the network's output, whose
+small fusion network blurs a nearly exact paste (docs/real-suite.md, "the paste gate").
 """
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from refsr_cli.inference.baselines.patchmatch import patchmatch
+from refsr_cli.ops.block_match import match_flow
+from refsr_cli.ops.resize import back_project, downscale, upscale
+
+# Random-search radius (HR px) of the refinement: the block-matching start is within a few pixels.
+MATCHING_SEARCH_RADIUS = 8
+
+# The gate's tolerance per unit of scale: exp(-error / (TAU_PER_SCALE · s)), error = the paste's mean
+# absolute LR residual ([0, 1] units) over a window of about two LR pixels. Chosen on training pairs
+# (16 bikes frame pairs of `refsr prepare video builtin`'s train store, not the bench's suite): the best
+# tolerance there was 0.005 at ×4 and 0.01 at ×8 (docs/real-suite.md, "the paste gate").
+GATE_TAU_PER_SCALE = 0.00125
 
 
 def reference_matching(model: nn.Module | None) -> int:
@@ -29,9 +46,18 @@ def reference_matching(model: nn.Module | None) -> int:
 
 def matched_reference(lr: torch.Tensor, ref: torch.Tensor, scale: int, iterations: int) -> torch.Tensor:
     """``N×3×H×W``: ``ref`` (``N×3×(s·h)×(s·w)``) patch-matched onto the view of ``lr`` (``N×3×h×w``) —
-    PatchMatch's overlap-averaged sharp patches, without its back-projection (the network has the LR)."""
+    PatchMatch's overlap-averaged sharp patches, without its back-projection (the network has the LR).
+
+    The PatchMatch starts from block matching at LR resolution (:func:`refsr_cli.ops.block_match.match_flow`,
+    coarse to fine: it reaches displacements of any size in tens of milliseconds), compares luma patches,
+    and refines with ``iterations`` rounds searching ±``MATCHING_SEARCH_RADIUS`` px: on the real suite as
+    good as random-start RGB PatchMatch and about a third of its time (docs/real-suite.md).
+    """
+    lr, ref_f = lr.float(), ref.float()
     with torch.no_grad():
-        _, aux = patchmatch(lr.float(), ref.float(), scale, iterations=iterations, backproject=0)
+        flow, _ = match_flow(lr, downscale(ref_f, scale))
+        _, aux = patchmatch(lr, ref_f, scale, iterations=iterations, search_radius=MATCHING_SEARCH_RADIUS,
+                            features="luma", init_flow=flow, backproject=0)
     return aux["pasted"].to(ref.dtype)
 
 
@@ -39,3 +65,23 @@ def reference_for_network(model: nn.Module, lr: torch.Tensor, ref: torch.Tensor,
     """The reference ``model`` takes for the pair ``(lr, ref)``: ``ref`` itself, or its matched version."""
     iterations = reference_matching(model)
     return matched_reference(lr, ref, scale, iterations) if iterations else ref
+
+
+def paste_gate(sr: torch.Tensor, pasted: torch.Tensor, lr: torch.Tensor, scale: int, rounds: int) -> torch.Tensor:
+    """``N×3×H×W``: the network's output ``sr`` where the matched reference ``pasted`` disagrees with ``lr``,
+    the paste where it agrees, each back-projected (``rounds``) and blended per pixel.
+
+    The paste's confidence is its own LR consistency: ``α = exp(−e / τ)``, ``e`` its absolute residual
+    ``|pasted↓s − lr|`` (channel mean, brought to the HR grid, averaged over a ``(2s+1)²`` window),
+    ``τ = GATE_TAU_PER_SCALE · s``. A correctly matched patch downsamples to the LR almost exactly; a
+    wrong one (occlusion, another object, a reference of another scene) does not, and leaves the
+    network's output in place. Shapes: ``sr``, ``pasted`` ``N×3×H×W``; ``lr`` ``N×3×(H/s)×(W/s)``.
+    """
+    s = int(scale)
+    lr = lr.to(sr.device, torch.float32)
+    pasted = pasted.to(sr.device, torch.float32)
+    residual = upscale((downscale(pasted, s) - lr).abs().mean(1, keepdim=True), s)
+    residual = F.avg_pool2d(residual, 2 * s + 1, stride=1, padding=s, count_include_pad=False)
+    alpha = torch.exp(-residual / (GATE_TAU_PER_SCALE * s))
+    blended = alpha * back_project(pasted, lr, s, rounds) + (1 - alpha) * sr
+    return back_project(blended, lr, s, rounds)

@@ -27,7 +27,7 @@ import torch.nn as nn
 from refsr_cli import console
 from refsr_cli.errors import RefsrError
 from refsr_cli.inference import BACK_PROJECTION
-from refsr_cli.inference.matched_reference import matched_reference, reference_matching
+from refsr_cli.inference.matched_reference import matched_reference, paste_gate, reference_matching
 from refsr_cli.ops.resize import back_project
 from refsr_cli.ops.warp import pad_bottom_right
 
@@ -118,6 +118,9 @@ class Method:
         # A network's output is back-projected onto its LR (ops.resize.back_project): on real pairs the
         # networks put reference content where the LR says it is not. Baselines keep their own rules.
         self.back_projection = BACK_PROJECTION if model is not None else 0
+        # A network trained on matched references hands over to the matched reference itself where that
+        # agrees with the LR (matched_reference.paste_gate); bind_pair gives __call__ that reference.
+        self.paste_gate = bool(reference_matching(model))
         # Channels-last tensors: oneDNN's CPU convolutions run 1.2–1.6× faster on them (the networks'
         # outputs agree to 1e-5); set by load_method, which owns its model (not for a model in training).
         self.channels_last = False
@@ -262,6 +265,9 @@ class Method:
         if self.back_projection:
             with torch.inference_mode():
                 sr = back_project(sr, lr.to(sr.device, torch.float32), s, self.back_projection)
+        if self.paste_gate and ref is not None:
+            with torch.inference_mode():
+                sr = paste_gate(sr, ref[..., : size[0], : size[1]], lr, s, self.back_projection)
         aux = {key: _crop_aux(value, padded, size) for key, value in (aux or {}).items()}
         return sr, aux
 

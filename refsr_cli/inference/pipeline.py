@@ -44,7 +44,8 @@ SETTINGS_FILE = "settings.json"
 # Tiling (--tile, --overlap, --batch) and --device only change how the work is split and where it runs.
 SETTING_OPTIONS = {"method": "--method", "scale": "--scale", "weights_digest": "--weights",
                    "precision": "--half/--bf16", "prealign": "--prealign/--detector",
-                   "geometry": "--baseline/--disparity-range/--reference-shift", "back_projection": "--back-projection"}
+                   "geometry": "--baseline/--disparity-range/--reference-shift", "back_projection": "--back-projection",
+                   "paste_gate": "--paste-gate/--no-paste-gate"}
 
 
 @dataclass
@@ -102,6 +103,7 @@ def output_settings(method: Method, prealign: bool = False, detector: str = "sif
             "geometry": _plain({**method.forward_options, **({"reference_shift": list(method.given_shift)}
                                                              if method.given_shift is not None else {})}) or None,
             "back_projection": method.back_projection,
+            "paste_gate": method.paste_gate,
             "weights": os.path.abspath(method.weights) if method.weights else None}
 
 
@@ -325,7 +327,9 @@ def run_pair(pair: Pair, out_dir: Path, method: Method, *, tile: int = DEFAULT_T
         notes.append("reference shifted by ({:+d}, {:+d}) px to centre the parallax".format(*method.reference_shift))
     matching = reference_matching(method.model)
     if matching and not method.reference_unmatched:
-        notes.append(f"reference patch-matched onto the LR's view ({matching} PatchMatch iterations) before the network")
+        notes.append(f"reference patch-matched onto the LR's view (block matching + {matching} PatchMatch "
+                     f"iteration{'s' if matching != 1 else ''}) before the network"
+                     + ("; paste gate on" if method.paste_gate else ""))
     del lr, ref
     if before_writing is not None:
         before_writing()

@@ -20,6 +20,10 @@ CPU or a GPU (no Python loop over pixels; loops are over iterations and candidat
   flooding), so good offsets spread over the image in a few iterations.
 * Random search: offsets perturbed uniformly within radii ``search_radius, search_radius/2, …, 1``.
   The zero offset is one of the initial candidates (references come from nearby viewpoints).
+* Initialisation: random offsets within ``search_radius`` — or, given ``init_flow`` (a coarse dense
+  flow, e.g. block matching at LR resolution), that flow's offsets, so that one iteration only refines a
+  field that already reaches displacements of any size (the matched references of the networks,
+  :mod:`refsr_cli.inference.matched_reference`).
 * Sub-pixel refinement (``subpixel``): a parabola through the costs at the best offset ±1 pixel along
   each axis; sharp patches are then sampled bilinearly.
 * Back-projection (``backproject`` iterations, Irani & Peleg 1991): ``SR += (LR − SR↓s)↑s`` keeps the
@@ -35,6 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from refsr_cli.errors import RefsrError
+from refsr_cli.ops.block_match import luma
 from refsr_cli.ops.resize import back_project, downscale, upscale
 from refsr_cli.ops.warp import backward_warp, sampling_grid
 
@@ -124,9 +129,11 @@ def _random(shape, radius: int, generator: torch.Generator, device) -> torch.Ten
     return torch.randint(-radius, radius + 1, shape, generator=generator, device=generator.device).to(device)
 
 
-def _match(field: _Field, iterations: int, radius: int, generator: torch.Generator) -> _Field:
+def _match(field: _Field, iterations: int, radius: int, generator: torch.Generator,
+           initial: tuple[torch.Tensor, torch.Tensor] | None = None) -> _Field:
     shape, dev = (field.gh, field.gw), field.ox.device
-    field.offer(_random(shape, radius, generator, dev), _random(shape, radius, generator, dev))
+    field.offer(*(initial if initial is not None else
+                  (_random(shape, radius, generator, dev), _random(shape, radius, generator, dev))))
     jumps = [j for j in _JUMPS if j < max(shape)] or [1]
     for _ in range(iterations):
         for j in jumps:                                     # propagation
@@ -139,6 +146,20 @@ def _match(field: _Field, iterations: int, radius: int, generator: torch.Generat
     return field
 
 
+def _offsets_from_flow(flow: torch.Tensor, field: _Field, scale: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Integer offsets (HR pixels) at the patch centres from ``flow`` (``1×2×h×w``, LR pixels, backward
+    convention of :mod:`refsr_cli.ops.block_match`), bilinear between LR pixel centres."""
+    h, w = flow.shape[-2:]
+    # HR pixel y sits at LR coordinate (y + 0.5)/s − 0.5 (the pixel-centre convention of ops.resize)
+    y = (field.yc.to(flow.dtype) + 0.5) / scale - 0.5
+    x = (field.xc.to(flow.dtype) + 0.5) / scale - 0.5
+    gx, gy = torch.broadcast_tensors(x / max(w - 1, 1) * 2 - 1, y / max(h - 1, 1) * 2 - 1)
+    grid = torch.stack((gx, gy), dim=-1)[None]
+    at_centres = F.grid_sample(flow, grid, mode="bilinear", padding_mode="border", align_corners=True)[0]
+    offsets = (at_centres * scale).round().long()
+    return offsets[0], offsets[1]
+
+
 def _paste(ref: torch.Tensor, fx: torch.Tensor, fy: torch.Tensor, field: _Field, p: int, stride: int) -> tuple:
     """Overlap-averaged sharp patches: the patch at centre ``c`` is ``Ref(c + u + offset(c))``, ``|u| ≤ p//2``.
 
@@ -147,14 +168,15 @@ def _paste(ref: torch.Tensor, fx: torch.Tensor, fy: torch.Tensor, field: _Field,
     """
     h, w, r = field.h, field.w, p // 2
     u = torch.arange(-r, r + 1, device=ref.device, dtype=ref.dtype)
-    # sample positions: L centres × p×p patch pixels (rows = y, cols = x)
-    py = (field.yc.to(ref.dtype) + fy).reshape(-1, 1, 1) + u.view(1, -1, 1)
-    px = (field.xc.to(ref.dtype) + fx).reshape(-1, 1, 1) + u.view(1, 1, -1)
+    # sample positions: p×p patch pixels (rows = y, cols = x) × L centres — in this order the sampled
+    # 1×3×p²×L tensor is already fold's (C·p·p)×L layout, with no transposed copy.
+    py = (field.yc.to(ref.dtype) + fy).reshape(1, 1, -1) + u.view(-1, 1, 1)
+    px = (field.xc.to(ref.dtype) + fx).reshape(1, 1, -1) + u.view(1, -1, 1)
     py, px = torch.broadcast_tensors(py, px)
     grid = sampling_grid(px, py, h, w)
-    grid = grid.reshape(1, -1, p * p, 2)                     # 1 × L × p² × 2
+    grid = grid.reshape(1, p * p, -1, 2)                     # 1 × p² × L × 2
     patches = F.grid_sample(ref, grid, mode="bilinear", padding_mode="border", align_corners=True)
-    cols = patches[0].permute(0, 2, 1).reshape(1, 3 * p * p, -1)  # (C·p·p) × L, as fold expects
+    cols = patches.reshape(1, 3 * p * p, -1)                 # (C·p·p) × L, as fold expects
     total = F.fold(cols, (h, w), p, stride=stride, padding=r)
     count = F.fold(torch.ones_like(cols[:, : p * p]), (h, w), p, stride=stride, padding=r)
     return total, count
@@ -179,7 +201,8 @@ def _dense_flow(fx: torch.Tensor, fy: torch.Tensor, field: _Field, stride: int) 
 def patchmatch(lr: torch.Tensor, ref: torch.Tensor, scale: int, patch_size: int | None = None,
                stride: int | None = None, iterations: int = 5, search_radius: int = 32,
                subpixel: bool = True, backproject: int = 2, seed: int = 0,
-               generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
+               generator: torch.Generator | None = None, features: str = "rgb",
+               init_flow: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
     """PatchMatch RefSR (see the module docstring).
 
     Args:
@@ -195,6 +218,9 @@ def patchmatch(lr: torch.Tensor, ref: torch.Tensor, scale: int, patch_size: int 
         backproject: back-projection iterations on the pasted result (0 = pasting only).
         seed: seed of the random initialisation and search (when no ``generator`` is given).
         generator: a ``torch.Generator``; on the CPU it gives the same result on every device.
+        features: ``"rgb"`` or ``"luma"`` patch descriptors (luma: a third of the cost per candidate).
+        init_flow: ``N×2×h×w`` backward flow LR → ``ref↓s`` in LR pixels (e.g.
+            :func:`refsr_cli.ops.block_match.match_flow`): the initial offsets, instead of random ones.
     Returns:
         ``(sr, aux)``: ``sr`` ``N×3×(s·h)×(s·w)`` in [0, 1]; ``aux["flow"]`` ``N×2×H×W``,
         ``aux["warped"]`` and ``aux["pasted"]`` ``N×3×H×W``.
@@ -211,6 +237,8 @@ def patchmatch(lr: torch.Tensor, ref: torch.Tensor, scale: int, patch_size: int 
     if iterations < 0 or search_radius < 1 or stride < 1 or stride > p // 2 + 1:
         # a larger stride would leave pixels that no pasted patch covers
         raise RefsrError("patchmatch: need iterations ≥ 0, search_radius ≥ 1 and 1 ≤ stride ≤ patch_size//2 + 1")
+    if features not in ("rgb", "luma"):
+        raise RefsrError(f"patchmatch: features must be 'rgb' or 'luma', not {features!r}")
     if generator is None:
         generator = torch.Generator().manual_seed(int(seed))
     H, W = h * s, w * s
@@ -223,11 +251,15 @@ def patchmatch(lr: torch.Tensor, ref: torch.Tensor, scale: int, patch_size: int 
     ref = ref.to(lr.device, torch.float32)
     up = upscale(lr, s)
     blurred = upscale(downscale(ref, s), s)
+    if features == "luma":
+        up, blurred = luma(up), luma(blurred)
     pasted, flows = [], []
     for i in range(n):  # images one at a time: memory stays at one image's descriptors
         desc_a = _descriptors(up[i:i + 1], half, pitch, stride)
         desc_b = _descriptors(blurred[i:i + 1], half, pitch, 1)
-        field = _match(_Field(desc_a, desc_b, (H, W), stride), int(iterations), radius, generator)
+        field = _Field(desc_a, desc_b, (H, W), stride)
+        initial = _offsets_from_flow(init_flow[i:i + 1].float().to(lr.device), field, s) if init_flow is not None else None
+        field = _match(field, int(iterations), radius, generator, initial)
         fx, fy = field.subpixel() if subpixel else (field.ox.float(), field.oy.float())
         total, count = _paste(ref[i:i + 1], fx, fy, field, p, stride)
         pasted.append(total / count)
