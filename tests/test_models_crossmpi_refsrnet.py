@@ -170,6 +170,32 @@ def test_ccnet_targets_and_loss():
     assert torch.isfinite(ccnet_loss(aux)).all()                 # self-supervised fallback
 
 
+@pytest.mark.parametrize("radius, step, centres", [(6, 2, ([8, 12, 20, 24, 29], [8, 16, 24, 33])),
+                                                    (5, 1, ([6, 14, 22, 27], [6, 14, 30]))])
+def test_ccnet_logits_are_the_inner_products_at_each_candidate(radius, step, centres):
+    """The block-wise matrix products give, for every centre and offset, ⟨F_LR(c), F_Ref(c + o)⟩ / √C, and
+    the invalid logit for a candidate outside Ref — with step-2 offsets, centres off the step lattice (29,
+    33, 27) and odd-sized images."""
+    from refsr_cli.archs.refsrnet import INVALID_LOGIT
+
+    model = _tiny("refsrnet", search_radius=radius, search_step=step).eval()
+    torch.manual_seed(1)
+    lr_up, ref = torch.rand(1, 3, 37, 41), torch.rand(1, 3, 37, 41)
+    cy, cx = (torch.tensor(c) for c in centres)
+    with torch.no_grad():
+        logits, valid = model.match(lr_up, ref, cy, cx)
+        feats = model.ccnet(torch.cat((lr_up, ref)))
+    f_lr, f_ref = feats[0], feats[1]
+    c = feats.shape[1]
+    for k, (ox, oy) in enumerate(model.offsets.tolist()):
+        for i, y in enumerate(cy.tolist()):
+            for j, x in enumerate(cx.tolist()):
+                inside = 0 <= y + oy < 37 and 0 <= x + ox < 41
+                want = float(f_lr[:, y, x] @ f_ref[:, y + oy, x + ox]) / c ** 0.5 if inside else INVALID_LOGIT
+                assert bool(valid[k, i, j]) == inside
+                assert float(logits[0, k, i, j]) == pytest.approx(want, abs=1e-4)
+
+
 @pytest.mark.parametrize("name", ["crossmpi", "refsrnet"])
 def test_checkpoint_round_trip(tmp_path, name):
     model = _tiny(name)
