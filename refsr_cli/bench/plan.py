@@ -57,8 +57,9 @@ def _baseline_digest(name: str, options: dict) -> str:
 
 def _network_digest(variant: str, path: str | os.PathLike, scale: int) -> str:
     """Hash of the checkpoint and of what the inference around it does (back-projection, a centred
-    reference, the matching and paste gate of a matched-reference checkpoint); for a variant that reads each pair's geometry, also of the estimator's source, so that
-    editing the estimator invalidates exactly the results that depend on it."""
+    reference, the matching and paste gate of a matched-reference checkpoint); for a variant that reads
+    each pair's geometry, also of the estimator's source, so that editing the estimator invalidates
+    exactly the results that depend on it."""
     from refsr_cli.archs import spec
     from refsr_cli.inference import BACK_PROJECTION
     from refsr_cli.ops import block_match, geometry, prealign

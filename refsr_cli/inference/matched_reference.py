@@ -51,7 +51,7 @@ def matched_reference(lr: torch.Tensor, ref: torch.Tensor, scale: int, iteration
     The PatchMatch starts from block matching at LR resolution (:func:`refsr_cli.ops.block_match.match_flow`,
     coarse to fine: it reaches displacements of any size in tens of milliseconds), compares luma patches,
     and refines with ``iterations`` rounds searching ±``MATCHING_SEARCH_RADIUS`` px: on the real suite as
-    good as random-start RGB PatchMatch and about a third of its time (docs/real-suite.md).
+    good as two iterations of random-start RGB PatchMatch at half its time or less (docs/real-suite.md).
     """
     lr, ref_f = lr.float(), ref.float()
     with torch.no_grad():

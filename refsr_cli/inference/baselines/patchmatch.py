@@ -258,7 +258,7 @@ def patchmatch(lr: torch.Tensor, ref: torch.Tensor, scale: int, patch_size: int 
         desc_a = _descriptors(up[i:i + 1], half, pitch, stride)
         desc_b = _descriptors(blurred[i:i + 1], half, pitch, 1)
         field = _Field(desc_a, desc_b, (H, W), stride)
-        initial = _offsets_from_flow(init_flow[i:i + 1].float().to(lr.device), field, s) if init_flow is not None else None
+        initial = None if init_flow is None else _offsets_from_flow(init_flow[i:i + 1].float().to(lr.device), field, s)
         field = _match(field, int(iterations), radius, generator, initial)
         fx, fy = field.subpixel() if subpixel else (field.ox.float(), field.oy.float())
         total, count = _paste(ref[i:i + 1], fx, fy, field, p, stride)
