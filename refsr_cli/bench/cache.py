@@ -27,10 +27,7 @@ from refsr_cli.ops.block_match import luma
 
 CACHE_VERSION = 1
 ESTIMATOR = "ops.geometry-v2"   # bump when the parallax estimator changes what it reports
-# seconds: calls shorter than this (bicubic, MDSR) are timed a second time, their first call being mostly
-# one-time costs (resize matrices, allocations); for a longer call those are a few ms, and a second run
-# would only double the bench's time (at 0.5 s the matched-reference networks' calls all ran twice).
-QUICK = 0.1
+QUICK = 0.5                     # seconds: calls shorter than this are timed a second time
 CROP = 128                      # side (HR pixels) of the side-by-side crops in the HTML page
 
 
