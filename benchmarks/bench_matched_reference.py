@@ -55,17 +55,18 @@ def main() -> None:
             raise SystemExit(f"{name} ×{s} does not take a matched reference (no reference_matching in its card)")
         rows = {"former": [], "matcher": [], "gated": []}
         seconds = {"former": 0.0, "matcher": 0.0}
+        iterations = reference_matching(method.model)
         for case_name, lr, ref, hr in cases:
             lr, ref = lr[None], ref[None]
             current = method.bind_pair(lr, ref)         # the current matcher (or the raw reference: unmatched)
-            iterations = reference_matching(method.model)
+            matched = {}
             for matcher, fn in (("former", _former_matching),
                                 ("matcher", lambda a, b, c: matched_reference(a, b, c, iterations))):
                 start = time.perf_counter()
-                fn(lr, ref, s)
+                matched[matcher] = fn(lr, ref, s)
                 seconds[matcher] += time.perf_counter() - start
             for way in rows:
-                given = _former_matching(lr, ref, s) if way == "former" and not method.reference_unmatched else current
+                given = matched["former"] if way == "former" and not method.reference_unmatched else current
                 method.paste_gate = way == "gated"
                 sr, _ = method(lr, given)
                 rows[way].append(psnr(sr[0].clamp(0, 1), hr))
