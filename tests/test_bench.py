@@ -272,3 +272,23 @@ def test_bench_corrupt_chunk_names_store_light_field_and_view_and_can_be_skipped
     assert "1 unreadable" in result.output
     rows = json.loads((tmp_path / "r" / "report.json").read_text())["results"]
     assert [r["n"] for r in rows] == [1]
+
+
+def test_a_short_call_is_timed_a_second_time_only_on_a_size_its_method_has_not_run():
+    """The bench times a short call twice only where one-time costs can be in it: the first call of a
+    method object on an input size. A later call on a size it has run is timed once."""
+    from refsr_cli.bench.cache import run_unit
+    from refsr_cli.inference.methods import Method
+
+    model = build_model("mdsr", **spec("mdsr").tiny)
+    method = Method.from_model(model, SCALE)
+    forwards = []
+    model.register_forward_hook(lambda *_: forwards.append(1))
+    torch.manual_seed(0)
+    counts = []
+    for size in ((16, 16), (16, 16), (24, 16), (16, 16)):
+        before = len(forwards)
+        sr, _, facts = run_unit(method, torch.rand(3, *size), torch.rand(3, SCALE * size[0], SCALE * size[1]))
+        counts.append(len(forwards) - before)
+        assert sr.shape == (3, SCALE * size[0], SCALE * size[1]) and facts["seconds"] < 0.5
+    assert counts == [2, 1, 2, 1]

@@ -480,3 +480,37 @@ def test_partial_reference_samples_keep_a_rectangle_and_smear_its_border(tiny_lf
     assert json.loads((out / "config.json").read_text())["partial_reference"] == 0.5
     bad = CliRunner().invoke(main, _train_args(tiny_lf_store, tmp_path / "bad", "refsrnet", 1, ["--partial-reference", "2"]))
     assert bad.exit_code == 2
+
+
+def test_a_second_run_into_a_folder_in_use_stops_at_once(tiny_lf_store, tmp_path):
+    """Two `refsr train` into one run folder would overwrite each other's checkpoints: while one holds the
+    folder (here a child process holding its lock, as a running train does), the other exits 1 with one
+    line naming the folder, and writes nothing there."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from refsr_cli.data.files import folder_lock\n"
+        f"with folder_lock({str(out)!r}):\n    print('held', flush=True); time.sleep(60)")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        result = CliRunner().invoke(main, _train_args(tiny_lf_store, out, "mdsr", 2))
+        assert result.exit_code == 1, result.output
+        assert f"{out}: in use" in result.output and "Traceback" not in result.output
+        assert list(out.iterdir()) == []
+    finally:
+        holder.kill()
+        holder.wait()
+    result = CliRunner().invoke(main, _train_args(tiny_lf_store, out, "mdsr", 2))   # free again: it runs
+    assert result.exit_code == 0, result.output
+
+
+def test_a_run_that_fails_before_writing_leaves_no_folder(tmp_path):
+    bad = tmp_path / "bad.h5"
+    bad.write_text("not an HDF5 store")
+    result = CliRunner().invoke(main, _train_args(bad, tmp_path / "run", "mdsr", 2))
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert not (tmp_path / "run").exists()

@@ -1,6 +1,6 @@
 """Export a trained run as a shipped checkpoint with its model card (weights/train.sh calls this).
 
-    python weights/export.py VARIANT SCALE RUN [--earlier RUN_OR_CARD ...] [--wall SECONDS] [--float32]
+    python weights/export.py VARIANT SCALE RUN [--earlier RUN_OR_CARD ...] [--wall SECONDS] [--threads N] [--float32]
                              [--out DIR]
 
 RUN is the run folder of the last training stage; its best checkpoint by validation PSNR (else its
@@ -69,6 +69,9 @@ def main() -> None:
     parser.add_argument("run", type=Path)
     parser.add_argument("--earlier", type=Path, action="append", default=[])
     parser.add_argument("--wall", type=int, default=None, help="wall seconds of this weights/train.sh call")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads the last stage trained with (default: this process's; runs trained "
+                             "side by side with OMP_NUM_THREADS=1 say 1)")
     parser.add_argument("--float32", action="store_true")
     parser.add_argument("--out", type=Path, default=WEIGHTS)
     args = parser.parse_args()
@@ -79,7 +82,7 @@ def main() -> None:
     rule = PlateauRule.from_config(last["train_config"].get("plateau"))
     card = {"command": f"weights/train.sh {args.variant} {args.scale}",
             "data": data_commands(stages),
-            "hardware": f"CPU ({platform.processor() or platform.machine()}), {torch.get_num_threads()} torch threads",
+            "hardware": f"CPU ({platform.processor() or platform.machine()}), {args.threads or torch.get_num_threads()} torch threads",
             "wall_seconds_last_call": args.wall, "source_checkpoint": _source(args.run).name,
             # Every stage's checkpoint is the next one's start, so the iterations add up.
             "total_iterations": sum(s["iterations"] for s in stages),

@@ -54,5 +54,5 @@ fi
 [ -d "${run}_flow" ] && earlier=(--earlier "${run}_flow" "${earlier[@]}")
 wall=$(( $(date +%s) - start ))
 # float32 where float16 moved the built-in bench PSNR by 0.001 dB or more (weights/README.md), else float16.
-case "${variant}_x${scale}" in crossnet_x8|crossnet_x4|crossnetpp_x8|crossnetpp_x4|refsrnet_x4) dtype=(--float32) ;; *) dtype=() ;; esac
+case "${variant}_x${scale}" in crossnet_x8|crossnet_x4|crossnetpp_x8|crossnetpp_x4|refsrnet_x4|refsrnet_x8) dtype=(--float32) ;; *) dtype=() ;; esac
 $python weights/export.py "$variant" "$scale" "$last" "${earlier[@]}" --wall "$wall" "${dtype[@]}"

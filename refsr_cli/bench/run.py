@@ -10,6 +10,7 @@ threads. Each row records its ``threads``; ``--jobs 1`` times every method under
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -19,7 +20,8 @@ import torch
 from refsr_cli import console
 from refsr_cli.archs import spec
 from refsr_cli.bench.aggregate import build_report
-from refsr_cli.bench.cache import CACHE_VERSION, aligned_reference, compute_unit, pair_info, valid_cached, warm_up
+from refsr_cli.bench.cache import (CACHE_VERSION, aligned_reference, compute_unit, pair_info, run_unit, store_unit,
+                                   valid_cached, warm_up)
 from refsr_cli.bench.plan import load_plan_method, plan_methods
 from refsr_cli.bench.sources import DEFAULT_VIEWS, PairsSource, Source, StoreSource, builtin_sources, safe_name
 from refsr_cli.errors import RefsrError
@@ -193,19 +195,28 @@ def _run_group(plans, scale, source, view, items, cache, dev, jobs, loaded, coun
     with console.progress_bar(description, total) as bar:
         if todo_base:
             records += _run_baselines(todo_base, jobs, bar)
-        for plan, scale_, lr, ref, hr, meta, cache_file, region, footprint in todo_net:
-            bar.info(plan.label)
-            method = loaded.get(plan.label)
-            first_use = method is None
-            if first_use:
-                method = loaded[plan.label] = load_plan_method(plan, scale_, dev)
-            # The view pair's geometry (Cross-MPI's plane sweep) may change from group to group.
-            method.forward_options = spec(plan.name).recipe.geometry_options(method.model, source.plane_sweep(view))
-            if first_use:
-                warm_up(method, lr, ref)
-            records.append(compute_unit(plan, scale_, str(dev), lr, ref, hr, meta, cache_file, region,
-                                        method=method, footprint=footprint))
-            bar.advance()
+        # A network unit is scored (PSNR, SSIM, IFC: numpy on one core) in a thread while the next unit's
+        # call runs; one unit at most waits, so memory holds one extra output.
+        with ThreadPoolExecutor(max_workers=1) as scorer:
+            scoring = None
+            for plan, scale_, lr, ref, hr, meta, cache_file, region, footprint in todo_net:
+                bar.info(plan.label)
+                method = loaded.get(plan.label)
+                first_use = method is None
+                if first_use:
+                    method = loaded[plan.label] = load_plan_method(plan, scale_, dev)
+                # The view pair's geometry (Cross-MPI's plane sweep) may change from group to group.
+                method.forward_options = spec(plan.name).recipe.geometry_options(method.model, source.plane_sweep(view))
+                if first_use:
+                    warm_up(method, lr, ref)
+                result = run_unit(method, lr, ref, footprint)
+                if scoring is not None:
+                    records.append(scoring.result())
+                    bar.advance()
+                scoring = scorer.submit(store_unit, *result, hr, meta, cache_file, region, footprint)
+            if scoring is not None:
+                records.append(scoring.result())
+                bar.advance()
     for unit in todo_base + todo_net:
         label = unit[0].label
         counters.computed_by_method[label] = counters.computed_by_method.get(label, 0) + 1

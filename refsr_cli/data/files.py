@@ -83,12 +83,13 @@ def check_writable_dir(folder: str | os.PathLike, what: str = "output directory"
 
 
 @contextmanager
-def folder_lock(folder: str | os.PathLike) -> Iterator[None]:
+def folder_lock(folder: str | os.PathLike, busy: str | None = None) -> Iterator[None]:
     """Hold an exclusive lock on ``folder`` itself (``flock`` on its descriptor) for the ``with`` block.
 
-    No lock file: the kernel drops the lock when its holder exits, even by kill -9, so nothing is left to
-    block a later run or to clean up. Without ``flock`` (Windows, some network filesystems) it is best
-    effort: the block runs unlocked.
+    Waits for another holder to let go; with ``busy`` (what the holder is doing, for the message) it does
+    not wait but raises :class:`RefsrError` naming the folder. No lock file: the kernel drops the lock
+    when its holder exits, even by kill -9, so nothing is left to block a later run or to clean up.
+    Without ``flock`` (Windows, some network filesystems) it is best effort: the block runs unlocked.
     """
     try:
         import fcntl
@@ -99,7 +100,9 @@ def folder_lock(folder: str | os.PathLike) -> Iterator[None]:
         return
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            fcntl.flock(fd, fcntl.LOCK_EX | (fcntl.LOCK_NB if busy else 0))
+        except BlockingIOError:
+            raise RefsrError(f"{folder}: in use — {busy}") from None
         except OSError:
             pass
         yield

@@ -36,7 +36,7 @@ from contextlib import nullcontext
 from refsr_cli import console
 from refsr_cli.archs import build_model, spec
 from refsr_cli.archs.checkpoint import checkpoint_dict, save_checkpoint
-from refsr_cli.data.files import atomic_write, check_writable_dir, remove_temporaries, write_json
+from refsr_cli.data.files import atomic_write, check_writable_dir, folder_lock, remove_temporaries, write_json
 from refsr_cli.data.store import read_digest
 from refsr_cli.errors import RefsrError
 from refsr_cli.inference.matched_reference import matched_reference, reference_for_network, reference_matching
@@ -210,8 +210,28 @@ def train(config: dict, out: str | os.PathLike, device: str | None = None, val: 
     out of training (:func:`refsr_cli.data.training_samples.held_out_items`). ``skip_bad``: leave out samples
     whose data cannot be read, with a warning each. ``max_iters_this_call`` stops early (for tests of
     interruption); the schedule still spans ``config["iters"]``.
+
+    The run folder belongs to one run at a time: a second ``train`` into it while the first runs stops at
+    once with a :class:`RefsrError` (two runs would write each other's checkpoints). A folder this call
+    created and left empty (it failed before writing anything) is removed.
     """
     run_dir = Path(out)
+    rank, _ = _distributed()
+    if rank != 0:       # the other ranks of a distributed run share rank 0's folder and lock
+        return _train(config, run_dir, device, val, vgg, max_iters_this_call, skip_bad)
+    created = not run_dir.exists()
+    check_writable_dir(run_dir, "run folder")
+    try:
+        with folder_lock(run_dir, busy="another refsr train is writing this run folder; wait for it to end "
+                                        "(rerunning then resumes) or give another --out"):
+            return _train(config, run_dir, device, val, vgg, max_iters_this_call, skip_bad)
+    finally:
+        if created and run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()
+
+
+def _train(config: dict, run_dir: Path, device: str | None, val: str | None, vgg: str | None,
+           max_iters_this_call: int | None, skip_bad: bool) -> TrainResult:
     rank, world = _distributed()
     dev = _device(device, rank)
     torch.manual_seed(config["seed"])
@@ -266,7 +286,6 @@ def train(config: dict, out: str | os.PathLike, device: str | None = None, val: 
         if rank == 0:
             console.notice(f"resuming {run_dir} at iteration {start}")
     if rank == 0:
-        check_writable_dir(run_dir, "run folder")
         _clear_debris(run_dir, start if state is not None else None)
         if state is None or not (run_dir / "config.json").exists():
             write_json(run_dir / "config.json", config, indent=2)
