@@ -28,6 +28,7 @@ import csv
 import json
 import math
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -307,6 +308,7 @@ def ifc_gray(ref: np.ndarray, dist: np.ndarray) -> float:
 
 
 _REFERENCE_SIDES: dict = {}
+_REFERENCE_SIDES_LOCK = threading.Lock()   # the bench scores on several threads
 
 
 def _reference_side(ref: np.ndarray) -> dict:
@@ -316,17 +318,20 @@ def _reference_side(ref: np.ndarray) -> dict:
     import hashlib
 
     key = (ref.shape, str(ref.dtype), hashlib.blake2b(np.ascontiguousarray(ref).tobytes(), digest_size=16).digest())
-    if key not in _REFERENCE_SIDES:
+    with _REFERENCE_SIDES_LOCK:
+        side = _REFERENCE_SIDES.get(key)
+    if side is None:
         m = _BLOCK
         side, pyramid = {}, _pyramid(ref)
         for k in IFC_SUBBANDS:
             band = np.asarray(pyramid[ifc_band_key(k)], np.float64)
             h, w = (band.shape[0] // m) * m, (band.shape[1] // m) * m
             side[ifc_band_key(k)] = (band, _reference_gsm(band[:h, :w]))
-        while len(_REFERENCE_SIDES) >= 8:
-            _REFERENCE_SIDES.pop(next(iter(_REFERENCE_SIDES)))
-        _REFERENCE_SIDES[key] = side
-    return _REFERENCE_SIDES[key]
+        with _REFERENCE_SIDES_LOCK:
+            while len(_REFERENCE_SIDES) >= 8:
+                _REFERENCE_SIDES.pop(next(iter(_REFERENCE_SIDES)))
+            _REFERENCE_SIDES[key] = side
+    return side
 
 
 def ifc(sr, gt, y: bool = False, crop: int = 0) -> float:

@@ -195,33 +195,40 @@ def _run_group(plans, scale, source, view, items, cache, dev, jobs, loaded, coun
     with console.progress_bar(description, total) as bar:
         if todo_base:
             records += _run_baselines(todo_base, jobs, bar)
-        # A network unit is scored (PSNR, SSIM, IFC: numpy on one core) in a thread while the next unit's
-        # call runs; one unit at most waits, so memory holds one extra output.
-        with ThreadPoolExecutor(max_workers=1) as scorer:
-            scoring = None
-            for plan, scale_, lr, ref, hr, meta, cache_file, region, footprint in todo_net:
-                bar.info(plan.label)
-                method = loaded.get(plan.label)
-                first_use = method is None
-                if first_use:
-                    method = loaded[plan.label] = load_plan_method(plan, scale_, dev)
-                # The view pair's geometry (Cross-MPI's plane sweep) may change from group to group.
-                method.forward_options = spec(plan.name).recipe.geometry_options(method.model, source.plane_sweep(view))
-                if first_use:
-                    warm_up(method, lr, ref)
-                result = run_unit(method, lr, ref, footprint)
-                if scoring is not None:
-                    records.append(scoring.result())
-                    bar.advance()
-                scoring = scorer.submit(store_unit, *result, hr, meta, cache_file, region, footprint)
-            if scoring is not None:
-                records.append(scoring.result())
-                bar.advance()
+        # Network units run one by one with all threads, each timed alone; their scoring (PSNR, SSIM, IFC:
+        # numpy, mostly on one core) waits until the method's units of this group are done and then runs on
+        # `jobs` threads. Nothing else runs while a call is timed.
+        done = []
+        for index, (plan, scale_, lr, ref, hr, meta, cache_file, region, footprint) in enumerate(todo_net):
+            bar.info(plan.label)
+            method = loaded.get(plan.label)
+            first_use = method is None
+            if first_use:
+                method = loaded[plan.label] = load_plan_method(plan, scale_, dev)
+            # The view pair's geometry (Cross-MPI's plane sweep) may change from group to group.
+            method.forward_options = spec(plan.name).recipe.geometry_options(method.model, source.plane_sweep(view))
+            if first_use:
+                warm_up(method, lr, ref)
+            done.append((*run_unit(method, lr, ref, footprint), hr, meta, cache_file, region, footprint))
+            if index + 1 == len(todo_net) or todo_net[index + 1][0].label != plan.label:
+                records += _store_units(done, jobs, bar)
+                done = []
     for unit in todo_base + todo_net:
         label = unit[0].label
         counters.computed_by_method[label] = counters.computed_by_method.get(label, 0) + 1
     counters.computed += total
     return records, infos
+
+
+def _store_units(done: list[tuple], jobs: int, bar) -> list[dict]:
+    """Score and store network units (:func:`refsr_cli.bench.cache.store_unit` arguments) on ``jobs`` threads."""
+    with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(done)))) as pool:
+        futures = [pool.submit(store_unit, *unit) for unit in done]
+        out = []
+        for future in futures:
+            out.append(future.result())
+            bar.advance()
+    return out
 
 
 def _run_baselines(units, jobs: int, bar) -> list[dict]:
