@@ -117,3 +117,32 @@ def test_prepare_killed_at_random_points_resumes_to_identical_stores(tmp_path):
     for split in ("train.h5", "test.h5"):
         assert (out / split).read_bytes() == (straight / split).read_bytes()
     assert _debris(out) == []
+
+
+def test_bench_killed_leaves_no_worker_and_a_rerun_finishes_from_its_cache(tmp_path):
+    """`refsr bench` runs baselines in joblib worker processes. Killed while they still have work queued,
+    it must not leave them running (a loky worker would finish the queue and wait minutes for more), and a
+    rerun completes, reusing what the killed run had stored. Images large enough that the queue outlasts
+    the check (PatchMatch ≈ 1 s per image on one thread)."""
+    from refsr_cli.prepare.pipeline import prepare_synthetic
+
+    prepare_synthetic(tmp_path / "store", count=1, test_count=4, seed=3, height=256, width=384, max_disparity=4.0,
+                      jobs=1)
+    out = tmp_path / "bench"
+    args = ["--quiet", "bench", "--data", str(tmp_path / "store" / "test.h5"), "--methods", "patchmatch",
+            "--scales", "4", "--jobs", "2", "--out", str(out)]
+    children = _kill_when(args, lambda: any((out / "cache").glob("patchmatch__*.json")), 0.1)
+    assert children, "the bench ended before it could be killed"
+    deadline = time.monotonic() + 2
+    while any(map(_alive, children)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    orphans = [pid for pid in children if _alive(pid)]
+    for pid in orphans:                               # do not leave them running after a failed test
+        os.kill(pid, signal.SIGKILL)
+    assert not orphans, "worker processes outlived their killed bench"
+    stored = len(list((out / "cache").glob("patchmatch__*.json")))
+    done = subprocess.run([sys.executable, "-m", "refsr_cli", *args], env=ENV, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert len(report["images"]) == 8 and report["cache"]["reused"] == stored

@@ -25,6 +25,7 @@ from refsr_cli.data.image_io import write_image
 from refsr_cli.inference.footprint import Footprint, footprint_inference
 from refsr_cli.metrics import finite_or_none
 from refsr_cli.ops.block_match import luma
+from refsr_cli.workers import exit_with
 
 CACHE_VERSION = 1
 ESTIMATOR = "ops.geometry-v2"   # bump when the parallax estimator changes what it reports
@@ -60,15 +61,17 @@ def _save_crop(path: Path, image: torch.Tensor, region) -> None:
 
 def compute_unit(plan: MethodPlan, scale: int, device: str, lr: torch.Tensor, ref: torch.Tensor,
                  hr: torch.Tensor, meta: dict, cache_file: str, region=None, threads: int | None = None,
-                 footprint=None) -> dict:
+                 footprint=None, parent: int | None = None) -> dict:
     """Run one method on one pair, score it, write its cache entry (+ crops) and return the record.
 
     Baselines run so, in a joblib worker (with ``threads``) or in the main process; networks run
     :func:`run_unit` and :func:`store_unit` themselves, with the method they keep loaded. With a
     ``footprint`` (a prealigned partial reference), the method runs as ``refsr infer --prealign`` runs it
     (:func:`refsr_cli.inference.footprint.footprint_inference`) and the record adds the covered /
-    outside metrics.
+    outside metrics. ``parent``: the bench's process, in a worker (which then exits with it).
     """
+    if parent is not None:
+        exit_with(parent)
     if threads:
         torch.set_num_threads(int(threads))
     method = load_plan_method(plan, scale, device)

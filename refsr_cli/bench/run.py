@@ -252,7 +252,8 @@ def _run_baselines(units, jobs: int, bar) -> list[dict]:
     out = []
     # Finished units land in the cache as they complete (in the workers), so an interruption keeps them.
     results = Parallel(n_jobs=min(jobs, len(units)), return_as="generator_unordered")(
-        delayed(compute_unit)(plan, scale, "cpu", lr, ref, hr, meta, cache_file, region, threads, footprint=footprint)
+        delayed(compute_unit)(plan, scale, "cpu", lr, ref, hr, meta, cache_file, region, threads, footprint=footprint,
+                              parent=os.getpid())
         for plan, scale, lr, ref, hr, meta, cache_file, region, footprint in units)
     for record in results:
         out.append(record)

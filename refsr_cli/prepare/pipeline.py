@@ -23,7 +23,6 @@ import hashlib
 import json
 import os
 import shutil
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +36,7 @@ from refsr_cli.data import store
 from refsr_cli.prepare import lightfield
 from refsr_cli.errors import RefsrError
 from refsr_cli.data.files import read_json, write_json
+from refsr_cli.workers import exit_with
 
 PARTIAL_DIR = ".refsr-prepare.partial"
 DEFAULT_CROP = (320, 512)
@@ -97,36 +97,14 @@ def _part_path(workdir: Path, index: int) -> Path:
     return workdir / f"{index:06d}.h5"
 
 
-_watched: set[int] = set()
-
-
-def _exit_with(parent: int) -> None:
-    """In a worker process: exit at once when ``parent`` (the prepare process) is gone.
-
-    A worker outlives a parent killed by a signal — it would finish its light field and wait five minutes
-    for more — so a thread of the worker watches for being handed to another parent. Nothing in the main
-    process (``--jobs 1``).
-    """
-    if parent == os.getpid() or parent in _watched:
-        return
-    _watched.add(parent)
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.2)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="refsr-exit-with-parent", daemon=True).start()
-
-
 def _work(task: Task, workdir: str, crop, parent: int) -> tuple[int, str | None]:
     """Produce one light field and write its part file. Returns ``(index, error message or None)``.
 
-    Runs in a joblib worker (that exits with ``parent``, :func:`_exit_with`): errors come back as one-line
+    Runs in a joblib worker (that exits with ``parent``, :func:`refsr_cli.workers.exit_with`): errors come back as one-line
     messages (naming the file) rather than exceptions, so the main process decides between failing and
     ``--skip-bad``.
     """
-    _exit_with(parent)
+    exit_with(parent)
     try:
         produced = PRODUCERS[task.kind](task, crop)
         views, disparity = produced if isinstance(produced, tuple) else (produced, None)
