@@ -34,6 +34,12 @@ class _Counters:
     reused: int = 0
     computed_by_method: dict = field(default_factory=dict)
 
+    def count(self, units: list[tuple]) -> None:
+        """Count computed units (tuples whose first item is the method's plan)."""
+        for unit in units:
+            self.computed_by_method[unit[0].label] = self.computed_by_method.get(unit[0].label, 0) + 1
+        self.computed += len(units)
+
 
 def _default_jobs() -> int:
     return max(1, min(4, os.cpu_count() or 1))
@@ -107,6 +113,7 @@ def run_bench(data: str | os.PathLike | None = None, pairs: str | os.PathLike | 
     for scale in scales:
         loaded: dict[str, object] = {}            # networks loaded once per scale, only when needed
         for source in sources:
+            groups = []
             for view in source.views():
                 # Reading a folder of large pairs takes a while: show that something happens.
                 with console.progress_bar(f"×{scale} {source.label} {source.view_label(view)}: reading",
@@ -115,10 +122,20 @@ def run_bench(data: str | os.PathLike | None = None, pairs: str | os.PathLike | 
                 if not items:
                     console.warn(f"{source.label} {source.view_label(view)} ×{scale}: no test pairs")
                     continue
-                group_records, group_pairs = _run_group(
-                    plans[scale], scale, source, view, items, cache, dev, jobs, loaded, counters)
-                records += group_records
-                pair_infos += group_pairs
+                group = _plan_group(plans[scale], scale, source, view, items, cache, dev, counters)
+                records += group.records
+                pair_infos += group.infos
+                groups.append(group)
+            # The baselines of all the source's groups in one pool: a group of the real suite holds one
+            # pair, and one PatchMatch unit at a time would leave the other cores idle.
+            todo_base = [unit for group in groups for unit in group.todo_base]
+            if todo_base:
+                with console.progress_bar(f"×{scale} {source.label}: baselines", len(todo_base)) as bar:
+                    records += _run_baselines(todo_base, jobs, bar)
+                counters.count(todo_base)
+            for group in groups:
+                records += _run_networks(group, dev, jobs, loaded)
+                counters.count(group.todo_net)
         loaded.clear()
     if skipped:     # one line per unreadable pair, however many scales met it
         for message in dict.fromkeys(skipped):
@@ -153,8 +170,20 @@ def _usable(items: list, source: Source, view, scale: int) -> list:
     return [item for item in items if item[0] not in small]
 
 
-def _run_group(plans, scale, source, view, items, cache, dev, jobs, loaded, counters):
-    """All units of one (scale, data, view) group: cached ones read, the rest computed."""
+@dataclass
+class _Group:
+    """One (scale, data, view) group: its pairs' facts, the results already cached, and the units to run."""
+    scale: int
+    source: Source
+    view: object
+    infos: list[dict]
+    records: list[dict]
+    todo_base: list[tuple]
+    todo_net: list[tuple]
+
+
+def _plan_group(plans, scale, source, view, items, cache, dev, counters) -> _Group:
+    """Read the cached units of one (scale, data, view) group; list the rest, baselines and networks."""
     view_key = safe_name(view)
     infos = []
     # A reference smaller than the view (wide/tele) is aligned onto it first, as `infer --prealign` does.
@@ -188,36 +217,35 @@ def _run_group(plans, scale, source, view, items, cache, dev, jobs, loaded, coun
                     "image": name}
             unit = (plan, scale, lr, ref, hr, meta, str(cache_file), region, footprints[index])
             (todo_base if plan.kind == "baseline" and dev.type != "cuda" else todo_net).append(unit)
-    total = len(todo_base) + len(todo_net)
-    if total == 0:
-        return records, infos
-    description = f"×{scale} {source.label} {source.view_label(view)}"
-    with console.progress_bar(description, total) as bar:
-        if todo_base:
-            records += _run_baselines(todo_base, jobs, bar)
-        # Network units run one by one with all threads, each timed alone; their scoring (PSNR, SSIM, IFC:
-        # numpy, mostly on one core) waits until the method's units of this group are done and then runs on
-        # `jobs` threads. Nothing else runs while a call is timed.
-        done = []
-        for index, (plan, scale_, lr, ref, hr, meta, cache_file, region, footprint) in enumerate(todo_net):
+    return _Group(scale, source, view, infos, records, todo_base, todo_net)
+
+
+def _run_networks(group: _Group, dev, jobs: int, loaded: dict) -> list[dict]:
+    """The network units of one group, in the main process with all threads, each call timed alone; a
+    method's outputs are scored (PSNR, SSIM, IFC: numpy, mostly on one core) after its calls of the group,
+    on ``jobs`` threads. Nothing else runs while a call is timed."""
+    if not group.todo_net:
+        return []
+    records, done = [], []
+    todo = group.todo_net
+    with console.progress_bar(f"×{group.scale} {group.source.label} {group.source.view_label(group.view)}",
+                              len(todo)) as bar:
+        for index, (plan, scale, lr, ref, hr, meta, cache_file, region, footprint) in enumerate(todo):
             bar.info(plan.label)
             method = loaded.get(plan.label)
             first_use = method is None
             if first_use:
-                method = loaded[plan.label] = load_plan_method(plan, scale_, dev)
+                method = loaded[plan.label] = load_plan_method(plan, scale, dev)
             # The view pair's geometry (Cross-MPI's plane sweep) may change from group to group.
-            method.forward_options = spec(plan.name).recipe.geometry_options(method.model, source.plane_sweep(view))
+            method.forward_options = spec(plan.name).recipe.geometry_options(
+                method.model, group.source.plane_sweep(group.view))
             if first_use:
                 warm_up(method, lr, ref)
             done.append((*run_unit(method, lr, ref, footprint), hr, meta, cache_file, region, footprint))
-            if index + 1 == len(todo_net) or todo_net[index + 1][0].label != plan.label:
+            if index + 1 == len(todo) or todo[index + 1][0].label != plan.label:
                 records += _store_units(done, jobs, bar)
                 done = []
-    for unit in todo_base + todo_net:
-        label = unit[0].label
-        counters.computed_by_method[label] = counters.computed_by_method.get(label, 0) + 1
-    counters.computed += total
-    return records, infos
+    return records
 
 
 def _store_units(done: list[tuple], jobs: int, bar) -> list[dict]:
