@@ -7,7 +7,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "refsr_cli"
 
 # Bottom to top. A subpackage (or top-level module) may import from its own entry and the entries below.
 LAYERS = [
-    {"", "errors", "console"},          # "" = refsr_cli/__init__.py (the version)
+    {"", "errors", "console", "workers"},   # "" = refsr_cli/__init__.py (the version)
     {"ops"},
     {"data"},
     {"metrics", "archs", "prepare"},
