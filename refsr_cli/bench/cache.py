@@ -99,7 +99,7 @@ def run_unit(method, lr: torch.Tensor, ref: torch.Tensor, footprint=None) -> tup
 def store_unit(sr: torch.Tensor, aux, facts: dict, hr: torch.Tensor, meta: dict, cache_file: str, region=None,
                footprint=None) -> dict:
     """Score a unit's output (``3×H×W``), write its cache entry (+ crops) and return the record. Touches
-    no method, so it may run in a thread beside the next unit's call."""
+    no method, so several may run at once on threads."""
     from refsr_cli.metrics import evaluate
 
     cache_file = Path(cache_file)
