@@ -270,6 +270,12 @@ def _reference_gsm(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ss.reshape(h // m, w // m), np.clip(lam, 0, None)
 
 
+def _whole_blocks(band: np.ndarray) -> np.ndarray:
+    """``band`` cropped to whole ``_BLOCK``×``_BLOCK`` blocks, the ones the GSM model is fitted on (the rows and
+    columns past the last whole block dropped)."""
+    return band[: band.shape[0] // _BLOCK * _BLOCK, : band.shape[1] // _BLOCK * _BLOCK]
+
+
 def ifc_subband(ref_band: np.ndarray, dist_band: np.ndarray, k: int, reference_gsm=None) -> float:
     """Information (bits) of one subband, the authors' per-band term ``num(i)`` of ifcvec.m.
 
@@ -278,8 +284,7 @@ def ifc_subband(ref_band: np.ndarray, dist_band: np.ndarray, k: int, reference_g
     ``reference_gsm``: ``_reference_gsm`` of the cropped ``ref_band`` when already known.
     """
     m = _BLOCK
-    h, w = (ref_band.shape[0] // m) * m, (ref_band.shape[1] // m) * m
-    y, yn = ref_band[:h, :w], dist_band[:h, :w]
+    y, yn = _whole_blocks(ref_band), _whole_blocks(dist_band)
     winsize = ifc_window(k)
     g, vv = _distortion_channel(y, yn, winsize)
     ss, lam = reference_gsm if reference_gsm is not None else _reference_gsm(y)
@@ -321,12 +326,10 @@ def _reference_side(ref: np.ndarray) -> dict:
     with _REFERENCE_SIDES_LOCK:
         side = _REFERENCE_SIDES.get(key)
     if side is None:
-        m = _BLOCK
         side, pyramid = {}, _pyramid(ref)
         for k in IFC_SUBBANDS:
             band = np.asarray(pyramid[ifc_band_key(k)], np.float64)
-            h, w = (band.shape[0] // m) * m, (band.shape[1] // m) * m
-            side[ifc_band_key(k)] = (band, _reference_gsm(band[:h, :w]))
+            side[ifc_band_key(k)] = (band, _reference_gsm(_whole_blocks(band)))
         with _REFERENCE_SIDES_LOCK:
             while len(_REFERENCE_SIDES) >= 8:
                 _REFERENCE_SIDES.pop(next(iter(_REFERENCE_SIDES)))
