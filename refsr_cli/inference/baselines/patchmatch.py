@@ -86,7 +86,10 @@ class _Field:
     def evaluate(self, ox: torch.Tensor, oy: torch.Tensor) -> torch.Tensor:
         """Patch distance (``gh×gw``) of in-range offsets."""
         index = ((self.yc + oy) * self.w + (self.xc + ox)).view(-1)
-        return ((self.a - self.b[index]) ** 2).sum(dim=1).view(self.gh, self.gw)
+        # index_select gathers rows ~10× faster than advanced indexing on the CPU; its result is a fresh
+        # tensor, so the rest works in place
+        diff = self.b.index_select(0, index).sub_(self.a)
+        return diff.mul_(diff).sum(dim=1).view(self.gh, self.gw)
 
     def offer(self, ox: torch.Tensor, oy: torch.Tensor) -> None:
         """Keep candidate offsets where they beat the current ones."""
@@ -168,17 +171,22 @@ def _paste(ref: torch.Tensor, fx: torch.Tensor, fy: torch.Tensor, field: _Field,
     """
     h, w, r = field.h, field.w, p // 2
     u = torch.arange(-r, r + 1, device=ref.device, dtype=ref.dtype)
-    # sample positions: p×p patch pixels (rows = y, cols = x) × L centres — in this order the sampled
-    # 1×3×p²×L tensor is already fold's (C·p·p)×L layout, with no transposed copy.
-    py = (field.yc.to(ref.dtype) + fy).reshape(1, 1, -1) + u.view(-1, 1, 1)
-    px = (field.xc.to(ref.dtype) + fx).reshape(1, 1, -1) + u.view(1, -1, 1)
-    py, px = torch.broadcast_tensors(py, px)
-    grid = sampling_grid(px, py, h, w)
-    grid = grid.reshape(1, p * p, -1, 2)                     # 1 × p² × L × 2
-    patches = F.grid_sample(ref, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    # grid_sample coordinates (align_corners=True) of the p×p patch pixels (rows = y, cols = x) × L
+    # centres, written straight into one tensor — in this order the sampled 1×3×p²×L tensor is already
+    # fold's (C·p·p)×L layout, with no transposed copy.
+    ax, ay = 2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)
+    grid = torch.empty(p, p, field.gh * field.gw, 2, device=ref.device, dtype=ref.dtype)
+    gx, gy = grid[..., 0], grid[..., 1]
+    gx.copy_((field.xc.to(ref.dtype) + fx).reshape(1, 1, -1)).add_(u.view(1, -1, 1)).mul_(ax).sub_(1.0)
+    gy.copy_((field.yc.to(ref.dtype) + fy).reshape(1, 1, -1)).add_(u.view(-1, 1, 1)).mul_(ay).sub_(1.0)
+    patches = F.grid_sample(ref, grid.view(1, p * p, -1, 2), mode="bilinear", padding_mode="border",
+                            align_corners=True)
     cols = patches.reshape(1, 3 * p * p, -1)                 # (C·p·p) × L, as fold expects
     total = F.fold(cols, (h, w), p, stride=stride, padding=r)
-    count = F.fold(torch.ones_like(cols[:, : p * p]), (h, w), p, stride=stride, padding=r)
+    # How many patches cover each pixel: the centres form a grid, so rows times columns.
+    rows = ((field.yc - torch.arange(h, device=ref.device)).abs() <= r).sum(0)
+    cols_ = ((field.xc.view(-1, 1) - torch.arange(w, device=ref.device)).abs() <= r).sum(0)
+    count = (rows[:, None] * cols_[None, :]).to(ref.dtype)[None, None]
     return total, count
 
 
