@@ -53,7 +53,8 @@ def test_footprint_geometry_mask_weights_and_crop():
     assert float(w[19, 0]) == 0 and float(w[0, 29]) == 0                  # 0 along the edges inside the view
     # Rising inwards from the edges, and no ramp along the view's own border (the footprint reaches it).
     assert torch.all(w[10, :29].diff() <= 1e-6) and torch.all(w[:19, 5].diff() <= 1e-6)
-    assert float(w[0, 0]) > float(w[10, 25]) > 0
+    in_ramp = 30 - 2 * BAND_LR                     # half-way into the ramp of the right edge
+    assert float(w[0, 0]) > float(w[10, in_ramp]) > 0
     # The LR crop of the reference path: the footprint (5×7.5 LR px) plus context, clipped to the image.
     assert fp.lr_box((10, 15)) == (0, 10, 0, 15)
 

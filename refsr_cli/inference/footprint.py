@@ -27,11 +27,12 @@ import numpy as np
 import torch
 
 # LR pixels over which the blend rises from single-image to reference-based SR. Both results are
-# back-projected onto the same LR, so they differ only in detail finer than it: a ramp as wide as the
-# bicubic kernel's reach (2 LR px) hides the switch. A wider one mixed single-image SR into the covered
-# region, where the reference path is good up to the edge (8 LR px cost the built-in wide/tele case
-# 0.4 dB (×4) and 0.6 dB (×8) in the covered region: docs/real-suite.md).
-BAND_LR = 2
+# back-projected onto the same LR, so they differ only in detail finer than it, and a ramp of one LR pixel
+# hides the switch. A wider one mixes single-image SR into the covered region, where the reference path is
+# good up to the edge: on wide/tele cases made from training frames (benchmarks/bench_footprint_band.py),
+# 1 LR px scored 0.31 dB (×4) and 0.70 dB (×8) more in the covered region than 2 LR px, and the band never
+# fell below the worse of its two inputs (docs/real-suite.md).
+BAND_LR = 1
 CONTEXT_LR = 8        # LR pixels of context around the footprint given to the reference path
 FULL_COVERAGE = 0.999  # a footprint covering this share of the view is the whole view: no blending
 
