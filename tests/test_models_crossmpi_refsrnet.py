@@ -196,6 +196,22 @@ def test_ccnet_logits_are_the_inner_products_at_each_candidate(radius, step, cen
                 assert float(logits[0, k, i, j]) == pytest.approx(want, abs=1e-4)
 
 
+def test_refsrnet_output_does_not_depend_on_how_patches_are_chunked(monkeypatch):
+    """SS-Net runs on chunks of patches sized to the CPU's caches: one patch a chunk, the cache-sized chunks
+    and all patches at once give the same output."""
+    import refsr_cli.archs.refsrnet as refsrnet
+
+    model = _tiny("refsrnet").eval()
+    torch.manual_seed(2)
+    lr, ref = torch.rand(1, 3, 13, 19), torch.rand(1, 3, 52, 76)
+    outputs = []
+    for budget in (1, refsrnet.SSNET_CHUNK_BYTES, 1 << 40):
+        monkeypatch.setattr(refsrnet, "SSNET_CHUNK_BYTES", budget)
+        with torch.no_grad():
+            outputs.append(model(lr, ref, 4)[0])
+    assert torch.allclose(outputs[0], outputs[2], atol=1e-6) and torch.allclose(outputs[1], outputs[2], atol=1e-6)
+
+
 @pytest.mark.parametrize("name", ["crossmpi", "refsrnet"])
 def test_checkpoint_round_trip(tmp_path, name):
     model = _tiny(name)
