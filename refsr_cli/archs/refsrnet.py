@@ -47,7 +47,7 @@ PAPER = ("Zheng et al., Learning Cross-scale Correspondence and Patch-based Synt
 INVALID_LOGIT = -1e4   # logit of a candidate outside Ref (finite so that 0·logit stays finite)
 # SS-Net runs on chunks of patches whose full-resolution activations (ss_channels·P² floats per patch) fit
 # in about this many bytes, so that they stay in the CPU's caches between layers: with the shipped ×8
-# network, 16 patches a chunk (8 MiB) ran 1.3–1.7× faster than 256 (134 MiB), and ×4's 64 patches 1.3–1.4×.
+# network, 16 patches a chunk (8 MiB) ran 1.5–1.7× faster than 256 (134 MiB), and ×4's 64 patches 1.3–1.4×.
 SSNET_CHUNK_BYTES = 8 << 20
 
 
