@@ -10,7 +10,7 @@ import torch
 from click.testing import CliRunner
 
 from refsr_cli.cli import main
-from refsr_cli.data.image_io import array_to_tensor, tensor_to_array, write_image
+from refsr_cli.data.image_io import array_to_tensor, read_image, tensor_to_array, write_image
 from refsr_cli.inference.footprint import BAND_LR, Footprint, footprint_inference
 from refsr_cli.inference.methods import load_method
 from refsr_cli.metrics import evaluate_regions
@@ -145,6 +145,48 @@ def test_infer_with_a_telephoto_reference_writes_the_footprint_and_region_metric
     write_image(tmp_path / "small.png", np.zeros((8, 8, 3), np.uint8))
     res = CliRunner().invoke(main, ["metrics", str(out), str(pairs), "--mask", str(tmp_path / "small.png")])
     assert res.exit_code == 1 and "small.png" in res.output
+
+
+def _fallback_record(tmp_path, name, lr, ref):
+    pairs = tmp_path / name
+    pairs.mkdir()
+    lr = (lr * 255).round() / 255          # what the 8-bit file holds
+    write_image(pairs / f"{name}_lr.png", tensor_to_array(lr[0]))
+    write_image(pairs / f"{name}_ref.png", tensor_to_array(ref[0]))
+    out = tmp_path / f"{name}_sr"
+    res = CliRunner().invoke(main, ["infer", str(pairs), "--scale", "4", "--out", str(out), "--prealign", "--json"])
+    assert res.exit_code == 0, res.output
+    record = json.loads([line for line in res.output.splitlines() if line.startswith("{")][0])
+    # Single-image SR of the whole view: MDSR's output, to the 8-bit rounding.
+    written, _ = read_image(out / f"{name}_sr.png")
+    mdsr, _ = load_method("mdsr", 4)(lr)
+    assert float((written - mdsr[0].clamp(0, 1)).abs().max()) <= 1 / 255 + 1e-6
+    return record, res.output
+
+
+def test_a_reference_that_cannot_be_aligned_gives_single_image_sr_with_a_notice(tmp_path):
+    import skimage.data
+
+    _, lr, _ = _tele_case(4.0)
+    other = array_to_tensor(skimage.data.hubble_deep_field()[:300, :300])[None]   # another scene
+    record, output = _fallback_record(tmp_path, "other", lr, other)
+    assert record["status"] == "done" and record["geometry"]["fallback"] == "mdsr"
+    assert "cannot be aligned" in record["geometry"]["reason"]
+    assert "other: the reference cannot be aligned with the LR view" in output and "single-image SR (mdsr)" in output
+
+
+def test_a_reference_covering_under_two_percent_of_the_view_gives_single_image_sr(tmp_path):
+    import skimage.data
+
+    # A telephoto crop of 13 % × 13 % of the view (1.7 %) at 8 reference pixels per LR pixel: it aligns.
+    hr = array_to_tensor(skimage.data.hubble_deep_field()[:872, :1000])[None]
+    lr = downscale(hr, 4).clamp(0, 1)
+    crop = hr[..., 290 - 56: 290 + 57, 333 - 65: 333 + 65]
+    tele = imresize(crop, size=(2 * crop.shape[-2], 2 * crop.shape[-1])).clamp(0, 1)
+    record, output = _fallback_record(tmp_path, "tiny", lr, tele)
+    geometry = record["geometry"]
+    assert geometry["fallback"] == "mdsr" and geometry["coverage"] < 0.02 and 7.9 < geometry["zoom"] < 8.1
+    assert "under 2%" in geometry["reason"] and "tiny: the reference covers 1.7% of the view" in output
 
 
 def test_the_bench_wide_tele_case_scores_inside_and_outside_the_footprint(tmp_path):

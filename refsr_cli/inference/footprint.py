@@ -35,6 +35,7 @@ import torch
 BAND_LR = 1
 CONTEXT_LR = 8        # LR pixels of context around the footprint given to the reference path
 FULL_COVERAGE = 0.999  # a footprint covering this share of the view is the whole view: no blending
+MIN_COVERAGE = 0.02    # a reference seeing less of the view is not used: single-image SR everywhere
 
 
 @dataclass

@@ -29,7 +29,7 @@ from refsr_cli.metrics import finite_or_none, mean_of_rows
 from refsr_cli.data.files import (PROBE_PREFIX, atomic_write, check_writable_dir, folder_lock, read_json,
                                   remove_temporaries, write_json)
 from refsr_cli.data.image_io import array_to_tensor, encode_png, read_image, write_image
-from refsr_cli.inference.footprint import Footprint, blends, footprint_inference
+from refsr_cli.inference.footprint import MIN_COVERAGE, Footprint, blends, footprint_inference
 from refsr_cli.inference.matched_reference import reference_matching
 from refsr_cli.inference.methods import Method
 from refsr_cli.data.pairs import Pair
@@ -240,15 +240,17 @@ def _save_intermediates(out_dir: Path, name: str, aux: dict, wanted: Iterable[st
 
 def _load_pair_inputs(pair: Pair, method: Method, prealign: bool, detector: str):
     """Read and validate LR, Ref and HR; returns ``(lr 1×3×h×w, ref or None, hr or None, bits, notes,
-    footprint)``: with ``prealign`` the reference resampled onto the HR grid and its
-    :class:`~refsr_cli.inference.footprint.Footprint` there (else ``None``)."""
+    footprint, unusable)``: with ``prealign`` the reference resampled onto the HR grid and its
+    :class:`~refsr_cli.inference.footprint.Footprint` there (else ``None``). ``unusable``: why the
+    prealigned reference cannot help (no alignment found — another scene? — or a footprint under
+    ``MIN_COVERAGE`` of the view), when the method has a single-image network to fall back on; else ``None``."""
     s = method.scale
     lr, bits = read_image(pair.lr)
     h, w = lr.shape[-2:]
     if min(h, w) < MIN_LR_SIDE:
         raise RefsrError(f"LR image {pair.lr.name} is {w}×{h} px; at least {MIN_LR_SIDE} px per side needed")
     notes = []
-    hr = footprint = None
+    hr = footprint = unusable = None
     if pair.hr is not None:
         hr, _ = read_image(pair.hr)
         if tuple(hr.shape[-2:]) != (s * h, s * w):
@@ -258,19 +260,27 @@ def _load_pair_inputs(pair: Pair, method: Method, prealign: bool, detector: str)
     if method.needs_reference:
         ref, _ = read_image(pair.ref)
         if prealign:
-            from refsr_cli.ops.prealign import prealign as align
+            from refsr_cli.ops.prealign import ReferenceNotAligned, prealign as align
 
             ref_size = tuple(ref.shape[-2:])
-            ref, alignment = align(lr, ref, s, detector)
+            try:
+                ref, alignment = align(lr, ref, s, detector)
+            except ReferenceNotAligned as exc:
+                if method.fallback_method() is None:      # a baseline: nothing to fall back on
+                    raise
+                unusable = f"the reference cannot be aligned with the LR view ({str(exc).removeprefix('--prealign: ')})"
+                return lr.unsqueeze(0), None, hr, bits, notes, None, unusable
             footprint = Footprint(alignment.matrix, ref_size, (s * h, s * w), s)
             notes.append(f"prealigned reference: {alignment.describe()}; zoom {footprint.zoom:.3f}× the LR, "
                          f"covers {footprint.coverage:.0%} of the view")
+            if footprint.coverage < MIN_COVERAGE and method.fallback_method() is not None:
+                unusable = f"the reference covers {footprint.coverage:.1%} of the view (under {MIN_COVERAGE:.0%})"
         elif tuple(ref.shape[-2:]) != (s * h, s * w):
             raise RefsrError(f"reference {pair.ref.name} is {ref.shape[-1]}×{ref.shape[-2]}, expected "
                              f"{s * w}×{s * h} ({s}× the LR {w}×{h}); pass --prealign to align a reference "
                              "with a different field of view")
         ref = ref.unsqueeze(0) if ref.dim() == 3 else ref
-    return lr.unsqueeze(0), ref, hr, bits, notes, footprint
+    return lr.unsqueeze(0), ref, hr, bits, notes, footprint, unusable
 
 
 def run_pair(pair: Pair, out_dir: Path, method: Method, *, tile: int = DEFAULT_TILE,
@@ -297,15 +307,22 @@ def run_pair(pair: Pair, out_dir: Path, method: Method, *, tile: int = DEFAULT_T
                                  "rerun with --overwrite")
             metrics = evaluate(sr, hr, y=metrics_y, crop=metrics_crop)
         return PairResult(pair.name, "skipped", target, time.perf_counter() - start, metrics)
-    lr, ref, hr, bits, notes, footprint = _load_pair_inputs(pair, method, prealign, detector)
+    lr, ref, hr, bits, notes, footprint, unusable = _load_pair_inputs(pair, method, prealign, detector)
     wanted = [k for k in save if k in INTERMEDIATES]
 
     def run(m: Method, lr_, ref_):
         return tiled_inference(m, lr_, ref_, m.scale, tile=tile, overlap=overlap, batch=batch,
                                aux_keys=wanted, progress=progress)
 
-    sr, aux = footprint_inference(method, lr, ref, footprint, run)
-    if blends(method, footprint):
+    if unusable is not None:
+        # A reference that cannot help is left out, as one of another scene is without --prealign.
+        single = method.fallback_method()
+        method.bind_pair(lr, None)               # no geometry, shift or alignment of an earlier pair
+        sr, aux = run(single, lr, None)
+        notes.append(f"{unusable}: single-image SR ({single.name}) instead")
+    else:
+        sr, aux = footprint_inference(method, lr, ref, footprint, run)
+    if unusable is None and blends(method, footprint):
         single = method.fallback_method()
         notes.append(f"the reference covers {footprint.coverage:.0%} of the view: reference-based SR inside it, "
                      f"{single.name if single else method.name} outside, blended across the footprint's edge")
@@ -317,7 +334,7 @@ def run_pair(pair: Pair, out_dir: Path, method: Method, *, tile: int = DEFAULT_T
     elif method.reference_unmatched:
         notes.append(f"the reference matches nothing in the LR view (another scene?): single-image SR "
                      f"({method.fallback_method().name}) instead")
-    elif method.estimates_geometry and not method.geometry_given:
+    elif method.estimates_geometry and not method.geometry_given and unusable is None:
         notes.append("geometry: too few trustworthy pixels to estimate it; the network's trained defaults apply")
     if method.alignment is not None:
         a = method.alignment
@@ -326,7 +343,7 @@ def run_pair(pair: Pair, out_dir: Path, method: Method, *, tile: int = DEFAULT_T
     if method.reference_shift != (0, 0):
         notes.append("reference shifted by ({:+d}, {:+d}) px to centre the parallax".format(*method.reference_shift))
     matching = reference_matching(method.model)
-    if matching and not method.reference_unmatched:
+    if matching and not method.reference_unmatched and unusable is None:
         notes.append(f"reference patch-matched onto the LR's view (block matching + {matching} PatchMatch "
                      f"iteration{'s' if matching != 1 else ''}) before the network"
                      + ("; paste gate on" if method.paste_gate else ""))
@@ -348,7 +365,9 @@ def run_pair(pair: Pair, out_dir: Path, method: Method, *, tile: int = DEFAULT_T
         record.update(footprint.to_json())
     if method.reference_shift != (0, 0):
         record["reference_shift"] = list(method.reference_shift)
-    if method.reference_unmatched:
+    if unusable is not None:
+        record.update(fallback=method.fallback_method().name, reason=unusable)
+    elif method.reference_unmatched:
         record["fallback"] = method.fallback_method().name
     elif matching:
         record["reference_matching"] = matching
