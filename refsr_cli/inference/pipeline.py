@@ -268,7 +268,8 @@ def _load_pair_inputs(pair: Pair, method: Method, prealign: bool, detector: str)
             except ReferenceNotAligned as exc:
                 if method.fallback_method() is None:      # a baseline: nothing to fall back on
                     raise
-                unusable = f"the reference cannot be aligned with the LR view ({str(exc).removeprefix('--prealign: ')})"
+                reason = str(exc).removeprefix("--prealign: ")
+                unusable = f"the reference cannot be aligned with the LR view ({reason})"
                 return lr.unsqueeze(0), None, hr, bits, notes, None, unusable
             footprint = Footprint(alignment.matrix, ref_size, (s * h, s * w), s)
             notes.append(f"prealigned reference: {alignment.describe()}; zoom {footprint.zoom:.3f}× the LR, "

@@ -36,14 +36,14 @@ import torch.nn.functional as F
 from refsr_cli.errors import RefsrError
 from refsr_cli.ops.block_match import luma
 from refsr_cli.ops.resize import imresize
+from refsr_cli.ops.warp import sampling_grid
+
+MIN_INLIERS = 8
 
 
 class ReferenceNotAligned(RefsrError):
     """No similarity maps the LR view onto the reference: too few features or matches, or no consistent
     transform among them (the message says which)."""
-from refsr_cli.ops.warp import sampling_grid
-
-MIN_INLIERS = 8
 
 
 @dataclass
@@ -108,13 +108,13 @@ def estimate_alignment(lr: torch.Tensor, ref: torch.Tensor, scale: int, detector
     kp_lr, desc_lr = _features(_gray(work_lr), detector)
     kp_ref, desc_ref = _features(_gray(work_ref), detector)
     if len(kp_lr) < MIN_INLIERS or len(kp_ref) < MIN_INLIERS or desc_lr is None or desc_ref is None:
-        raise ReferenceNotAligned(f"--prealign: too few features to align ({len(kp_lr)} in LR, {len(kp_ref)} in "
-                         "reference); the images may be too small or too flat")
+        raise ReferenceNotAligned(f"--prealign: too few features to align ({len(kp_lr)} in LR, {len(kp_ref)} "
+                                  "in reference); the images may be too small or too flat")
     matches = match_descriptors(desc_lr, desc_ref, cross_check=True,
                                 max_ratio=0.8 if detector == "sift" else 0.9)
     if len(matches) < MIN_INLIERS:
         raise ReferenceNotAligned(f"--prealign: only {len(matches)} feature matches between LR and reference; "
-                         "are they views of the same scene?")
+                                  "are they views of the same scene?")
     # Working-image (row, col) → pixel-centre (x, y) on the HR grid / on the reference.
     src = kp_lr[matches[:, 0]][:, ::-1]
     dst = kp_ref[matches[:, 1]][:, ::-1]
@@ -128,7 +128,7 @@ def estimate_alignment(lr: torch.Tensor, ref: torch.Tensor, scale: int, detector
     count = int(inliers.sum()) if inliers is not None else 0
     if model is None or count < MIN_INLIERS:
         raise ReferenceNotAligned(f"--prealign: no consistent similarity transform ({count} of {len(matches)} "
-                         "matches agree); the views may differ by more than scale, rotation and shift")
+                                  "matches agree); the views may differ by more than scale, rotation and shift")
     # Refine on all inliers with a least-squares fit (RANSAC's model comes from its best sample).
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from refsr_cli.errors import RefsrError
 from refsr_cli.ops.block_match import luma
 from refsr_cli.ops.resize import back_project, downscale, upscale
-from refsr_cli.ops.warp import backward_warp, sampling_grid
+from refsr_cli.ops.warp import backward_warp
 
 _JUMPS = (8, 4, 2, 1)
 
@@ -184,9 +184,9 @@ def _paste(ref: torch.Tensor, fx: torch.Tensor, fy: torch.Tensor, field: _Field,
     cols = patches.reshape(1, 3 * p * p, -1)                 # (C·p·p) × L, as fold expects
     total = F.fold(cols, (h, w), p, stride=stride, padding=r)
     # How many patches cover each pixel: the centres form a grid, so rows times columns.
-    rows = ((field.yc - torch.arange(h, device=ref.device)).abs() <= r).sum(0)
-    cols_ = ((field.xc.view(-1, 1) - torch.arange(w, device=ref.device)).abs() <= r).sum(0)
-    count = (rows[:, None] * cols_[None, :]).to(ref.dtype)[None, None]
+    per_row = ((field.yc - torch.arange(h, device=ref.device)).abs() <= r).sum(0)
+    per_col = ((field.xc.view(-1, 1) - torch.arange(w, device=ref.device)).abs() <= r).sum(0)
+    count = (per_row[:, None] * per_col[None, :]).to(ref.dtype)[None, None]
     return total, count
 
 
