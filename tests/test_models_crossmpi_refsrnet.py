@@ -212,6 +212,31 @@ def test_refsrnet_output_does_not_depend_on_how_patches_are_chunked(monkeypatch)
     assert torch.allclose(outputs[0], outputs[2], atol=1e-6) and torch.allclose(outputs[1], outputs[2], atol=1e-6)
 
 
+def test_widening_fusenet_keeps_the_function_and_leaves_the_new_weights_trainable():
+    """weights/widen_fusenet.py: a wider, deeper FuseNet computes what the original did, and training
+    reaches the new weights."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "weights" / "widen_fusenet.py"
+    module_spec = importlib.util.spec_from_file_location("widen_fusenet", path)
+    widen_fusenet = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(widen_fusenet)
+    model = _tiny("crossmpi").eval()
+    with torch.no_grad():                      # a trained-looking FuseNet: nonzero output layer
+        model.fuse[-1].weight.normal_(0, 0.1)
+    c0, b0 = model.config["fuse_channels"], model.config["fuse_blocks"]
+    wide = widen_fusenet.widen(model, 2 * c0, b0 + 2)
+    assert wide.config["fuse_channels"] == 2 * c0 and wide.config["fuse_blocks"] == b0 + 2
+    torch.manual_seed(3)
+    lr, ref = torch.rand(1, 3, 12, 16), torch.rand(1, 3, 48, 64)
+    with torch.no_grad():
+        assert torch.allclose(model(lr, ref, 4)[0], wide(lr, ref, 4)[0], atol=1e-6)
+    wide(lr, ref, 4)[0].square().mean().backward()
+    last = wide.fuse[-1].weight.grad
+    assert float(last[:, c0:].abs().sum()) > 0        # the new channels get a gradient
+
+
 @pytest.mark.parametrize("name", ["crossmpi", "refsrnet"])
 def test_checkpoint_round_trip(tmp_path, name):
     model = _tiny(name)
