@@ -216,23 +216,22 @@ def train(config: dict, out: str | os.PathLike, device: str | None = None, val: 
     created and left empty (it failed before writing anything) is removed.
     """
     run_dir = Path(out)
-    rank, _ = _distributed()
+    rank, world = _distributed()
     if rank != 0:       # the other ranks of a distributed run share rank 0's folder and lock
-        return _train(config, run_dir, device, val, vgg, max_iters_this_call, skip_bad)
+        return _train(config, run_dir, rank, world, device, val, vgg, max_iters_this_call, skip_bad)
     created = not run_dir.exists()
     check_writable_dir(run_dir, "run folder")
     try:
         with folder_lock(run_dir, busy="another refsr train is writing this run folder; wait for it to end "
                                         "(rerunning then resumes) or give another --out"):
-            return _train(config, run_dir, device, val, vgg, max_iters_this_call, skip_bad)
+            return _train(config, run_dir, rank, world, device, val, vgg, max_iters_this_call, skip_bad)
     finally:
         if created and run_dir.is_dir() and not any(run_dir.iterdir()):
             run_dir.rmdir()
 
 
-def _train(config: dict, run_dir: Path, device: str | None, val: str | None, vgg: str | None,
-           max_iters_this_call: int | None, skip_bad: bool) -> TrainResult:
-    rank, world = _distributed()
+def _train(config: dict, run_dir: Path, rank: int, world: int, device: str | None, val: str | None,
+           vgg: str | None, max_iters_this_call: int | None, skip_bad: bool) -> TrainResult:
     dev = _device(device, rank)
     torch.manual_seed(config["seed"])
     config = dict(config)
