@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 import refsr_cli.inference.footprint as footprint_module
-from refsr_cli.bench.real_suite import _crop
+from refsr_cli.bench.real_suite import _crop, telephoto_view
 from refsr_cli.data.image_io import array_to_tensor
 from refsr_cli.errors import RefsrError
 from refsr_cli.inference.footprint import Footprint, footprint_inference
@@ -51,7 +51,7 @@ def main() -> None:
         ref_full, target = _crop(frames[first], frames[first + 2])
         h, w = target.shape[:2]
         h, w = h - h % (4 * s), w - w % (4 * s)
-        tele = np.ascontiguousarray(ref_full[h // 4: 3 * h // 4, w // 4: 3 * w // 4])
+        tele = telephoto_view(ref_full[:h, :w])
         hr = array_to_tensor(np.ascontiguousarray(target[:h, :w]))
         lr, ref = downscale(hr, s).clamp_(0, 1), array_to_tensor(tele)
         try:

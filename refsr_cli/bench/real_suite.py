@@ -68,13 +68,17 @@ def _stereo() -> tuple[np.ndarray, np.ndarray]:
     return _crop(left, right)          # Ref = left view, target = right view (as the built-in stereo pair)
 
 
+def telephoto_view(other: np.ndarray) -> np.ndarray:
+    """What a 2× telephoto camera beside the wide one sees: the central half of ``other`` (H×W×C, a view of
+    the target's size) in each dimension — a quarter of the view — at the target's pixel density."""
+    h, w = other.shape[:2]
+    return np.ascontiguousarray(other[h // 4: 3 * h // 4, w // 4: 3 * w // 4])
+
+
 def _stereo_tele() -> tuple[np.ndarray, np.ndarray]:
-    """The stereo pair as a wide + telephoto rig: the reference is the left view's central half in each
-    dimension (a quarter of the view) at the target's pixel density, as a 2× telephoto camera beside
-    the wide one would see it."""
+    """The stereo pair as a wide + telephoto rig: the reference is the left view's :func:`telephoto_view`."""
     ref, target = _stereo()
-    h, w = target.shape[:2]
-    return np.ascontiguousarray(ref[h // 4: 3 * h // 4, w // 4: 3 * w // 4]), target
+    return telephoto_view(ref), target
 
 
 def wide_tele_cases() -> list[RealCase]:
