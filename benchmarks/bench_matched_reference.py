@@ -6,13 +6,15 @@ two back-projection rounds:
 
 * ``former``: the reference matched as before 2026-12-07 (2 iterations of random-start RGB PatchMatch, the
   baseline's own search), no paste gate;
-* ``matcher``: the reference matched as now (``matched_reference``: block matching refined by the
-  checkpoint's iterations of luma PatchMatch), no paste gate;
-* ``gated``: as ``refsr infer`` runs it (the current matcher and the paste gate).
+* ``matcher``: the reference matched as the checkpoint says (``reference_for_network``: block matching
+  refined by its iterations of luma PatchMatch, then its guided pass where it has ``guided_matching``),
+  no paste gate;
+* ``one-pass``: the first pass alone (no guided pass), with the paste gate;
+* ``gated``: as ``refsr infer`` runs it (the checkpoint's matcher and the paste gate).
 
 Prints the PSNR per case and the means, with PatchMatch (the baseline, 5 iterations), and the seconds the
-former and the current matching alone took over the suite (cores shared with nothing else, or the times
-mean little).
+former, the one-pass and the checkpoint's matching alone took over the suite (cores shared with nothing
+else, or the times mean little).
 
     python benchmarks/bench_matched_reference.py --scale 4
     python benchmarks/bench_matched_reference.py --scale 8 --networks crossmpi
@@ -28,7 +30,7 @@ import torch
 from refsr_cli.archs.checkpoint import shipped_weights
 from refsr_cli.bench.real_suite import case_pair, real_cases
 from refsr_cli.inference.baselines.patchmatch import patchmatch
-from refsr_cli.inference.matched_reference import matched_reference, reference_matching
+from refsr_cli.inference.matched_reference import matched_reference, reference_for_network, reference_matching
 from refsr_cli.inference.methods import load_method
 from refsr_cli.metrics import psnr
 
@@ -40,7 +42,7 @@ def _former_matching(lr: torch.Tensor, ref: torch.Tensor, scale: int) -> torch.T
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", type=int, default=4, choices=(4, 8))
-    parser.add_argument("--networks", default="crossmpi,crossnet,crossnetpp",
+    parser.add_argument("--networks", default="crossmpi,crossnet,crossnetpp,refsrnet",
                         help="comma-separated variants with shipped matched-reference weights")
     args = parser.parse_args()
     s = args.scale
@@ -53,27 +55,28 @@ def main() -> None:
         method = load_method(name, s)
         if not reference_matching(method.model):
             raise SystemExit(f"{name} ×{s} does not take a matched reference (no reference_matching in its card)")
-        rows = {"former": [], "matcher": [], "gated": []}
-        seconds = {"former": 0.0, "matcher": 0.0}
+        rows = {"former": [], "matcher": [], "one-pass": [], "gated": []}
+        seconds = {"former": 0.0, "one-pass": 0.0, "matcher": 0.0}
         iterations = reference_matching(method.model)
+        matchers = (("former", _former_matching),
+                    ("one-pass", lambda a, b, c: matched_reference(a, b, c, iterations)),
+                    ("matcher", lambda a, b, c: reference_for_network(method.model, a, b, c)))
         for case_name, lr, ref, hr in cases:
             lr, ref = lr[None], ref[None]
-            current = method.bind_pair(lr, ref)         # the current matcher (or the raw reference: unmatched)
+            method.bind_pair(lr, ref)                   # sets reference_unmatched (another scene: MDSR)
             matched = {}
-            for matcher, fn in (("former", _former_matching),
-                                ("matcher", lambda a, b, c: matched_reference(a, b, c, iterations))):
+            for matcher, fn in matchers:
                 start = time.perf_counter()
-                matched[matcher] = fn(lr, ref, s)
+                matched[matcher] = ref if method.reference_unmatched else fn(lr, ref, s)
                 seconds[matcher] += time.perf_counter() - start
             for way in rows:
-                given = matched["former"] if way == "former" and not method.reference_unmatched else current
-                method.paste_gate = way == "gated"
-                sr, _ = method(lr, given)
+                method.paste_gate = way in ("one-pass", "gated")
+                sr, _ = method(lr, matched[way if way in matched else "matcher"])
                 rows[way].append(psnr(sr[0].clamp(0, 1), hr))
             print(f"  {name} {case_name:18s} " + "  ".join(f"{w} {v[-1]:.2f}" for w, v in rows.items())
                   + f"  patchmatch {pm[len(rows['gated']) - 1]:.2f}", flush=True)
         print(f"×{s} {name} mean: " + "  ".join(f"{w} {statistics.mean(v):.2f} dB" for w, v in rows.items())
-              + f"; matching alone: former {seconds['former']:.1f} s, current {seconds['matcher']:.1f} s")
+              + "; matching alone: " + ", ".join(f"{w} {t:.1f} s" for w, t in seconds.items()))
 
 
 if __name__ == "__main__":

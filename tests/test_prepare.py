@@ -333,10 +333,13 @@ def test_partial_run_with_finished_parts_is_still_kept(tmp_path):
 @pytest.mark.parametrize("args", [["flower"], ["lfvideo"], ["video"], ["synthetic", "--test-count", "0"],
                                   ["flower", "src", "--test-count", "0"], ["synthetic", "extra"],
                                   ["synthetic", "--crop", "8", "8", "--no-crop"], ["flower", "src", "--gap", "2"],
-                                  ["synthetic", "--max-disparity", "0"]])
+                                  ["synthetic", "--max-disparity", "0"], ["video", "src", "--split-file", "split.txt"],
+                                  ["synthetic", "--split-file", "split.txt"]])
 def test_usage_errors_exit_2(tmp_path, args):
     (tmp_path / "src").mkdir()
-    result = CliRunner().invoke(main, ["--quiet", "prepare", *[str(tmp_path / a) if a == "src" else a for a in args],
+    (tmp_path / "split.txt").write_text("test a\n")    # --split-file: a file that exists, refused for the kind
+    paths = ("src", "split.txt")
+    result = CliRunner().invoke(main, ["--quiet", "prepare", *[str(tmp_path / a) if a in paths else a for a in args],
                                        "--out", str(tmp_path / "out")])
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output and not (tmp_path / "out").exists()

@@ -1,6 +1,6 @@
 """Each shipped checkpoint is reproducible from its recipe: ``weights/train.sh V S`` trains
-``weights/recipes/V_xS.toml`` (else ``V.toml``), then ``V_xS_converge.toml`` and ``V_xS_real.toml`` where
-they exist, and exports the last; that recipe must build the architecture the checkpoint holds, match the schedule its card
+``weights/recipes/V_xS.toml`` (else ``V.toml``), then ``V_xS_converge.toml``, ``V_xS_real.toml`` and
+``V_xS_guided.toml`` where they exist, and exports the last; that recipe must build the architecture the checkpoint holds, match the schedule its card
 records, and start (``init``) from a shipped checkpoint it can load."""
 import json
 from pathlib import Path
@@ -27,9 +27,14 @@ def _real_recipe(checkpoint: Path) -> Path:
     return ROOT / "weights" / "recipes" / f"{checkpoint.stem}_real.toml"
 
 
+def _guided_recipe(checkpoint: Path) -> Path:
+    return ROOT / "weights" / "recipes" / f"{checkpoint.stem}_guided.toml"
+
+
 def _recipe(checkpoint: Path) -> Path:
-    """The recipe of the stage whose run is exported: the real-pair stage, else the converge stage, else the main one."""
-    for recipe in (_real_recipe(checkpoint), _converge_recipe(checkpoint)):
+    """The recipe of the stage whose run is exported: the guided-matching stage, else the real-pair stage,
+    else the converge stage, else the main one."""
+    for recipe in (_guided_recipe(checkpoint), _real_recipe(checkpoint), _converge_recipe(checkpoint)):
         if recipe.exists():
             return recipe
     return _main_recipe(checkpoint)
@@ -75,8 +80,10 @@ def test_converged_card_records_both_stages(checkpoint):
     """A converged checkpoint's card: the main recipe's schedule, then the converge stage's (after a flow
     pre-training stage where the variant has one), and the iterations of all of them."""
     card = json.loads(checkpoint.with_suffix(".json").read_text())
-    # A real-pair stage, where the checkpoint has one, follows the converge stage.
-    main, converge = card["stages"][-3:-1] if _real_recipe(checkpoint).exists() else card["stages"][-2:]
+    # A real-pair stage, and after it a guided-matching stage, where the checkpoint has them, follow the
+    # converge stage.
+    later = _real_recipe(checkpoint).exists() + _guided_recipe(checkpoint).exists()
+    main, converge = card["stages"][-2 - later:len(card["stages"]) - later]
     differing = _schedule_differences(main["train_config"], _resolved(checkpoint, _main_recipe(checkpoint)))
     assert not differing, f"{checkpoint.name}: first stage vs {_main_recipe(checkpoint).name}: {differing}"
     assert converge["train_config"]["plateau"]

@@ -69,6 +69,21 @@ def test_numbered_folder_decodes_in_frame_order(folders):
     assert np.array_equal(frames, expected)   # PNG is lossless: exact, and in numeric order
 
 
+def test_netpbm_frames_and_mpeg_files_are_sources(tmp_path):
+    """Folders of PGM/PPM frames (camera sequences of vision packages, e.g. Debian's visp-images-data) decode
+    like PNG folders; greyscale frames become RGB; ``.mpg`` files are video sources."""
+    frames = [f[:, :, 1] for f in _frames()[:4]]       # one channel: PGM
+    folder = tmp_path / "seq"
+    folder.mkdir()
+    for i, frame in enumerate(frames):
+        iio.imwrite(folder / f"image.{i:04d}.pgm", frame, extension=".pgm")
+    decoded = video.decode(video.Source(folder, "frames"))
+    assert decoded.shape == (4, H, W, 3)
+    assert np.array_equal(decoded, np.repeat(np.stack(frames)[..., None], 3, axis=3))
+    (tmp_path / "clip.mpg").write_bytes(b"")
+    assert video.resolve_sources([tmp_path / "clip.mpg"])[0].kind == "video"
+
+
 def test_static_and_cut_pairs_are_counted(folders):
     frames = video.decode(video.Source(folders[0], "frames"))
     kept, counts = video.classify_pairs(frames, (1, 2), 1)

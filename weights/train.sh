@@ -11,7 +11,10 @@
 # runs/weights/VARIANT_xSCALE_converge, until the validation PSNR plateaus ([plateau] in the recipe), and
 # that run is exported. Where a real-pair recipe VARIANT_xSCALE_real.toml exists, it continues from the
 # last stage's best checkpoint on real footage mixed with the light fields (refsr prepare video builtin →
-# data/video), in runs/weights/VARIANT_xSCALE_real, and that run is exported. A recipe's `init` starts it
+# data/video), in runs/weights/VARIANT_xSCALE_real. Where a guided-matching recipe VARIANT_xSCALE_guided.toml
+# exists, it continues from that run's best checkpoint on the same data, taking the reference matched in two
+# passes (docs/real-suite.md, "guided matching"), in runs/weights/VARIANT_xSCALE_guided. The last stage run
+# is exported. A recipe's `init` starts it
 # from another shipped checkpoint, so some depend on others: crossnet 8 → crossnetpp 8 → crossnetpp 4,
 # crossnet 8 → crossnet 4, refsrnet 8 → refsrnet 4. Export (weights/export.py): float16 weights (float32
 # where float16 moved the bench PSNR, see below) + model card with every stage's validation curve.
@@ -50,6 +53,12 @@ if [ -f "weights/recipes/${variant}_x${scale}_real.toml" ]; then   # the real-pa
     --config "weights/recipes/${variant}_x${scale}_real.toml" --out "${run}_real" --device cpu --init "$last/best.pt"
   earlier+=(--earlier "$last")
   last=${run}_real
+fi
+if [ -f "weights/recipes/${variant}_x${scale}_guided.toml" ]; then   # the guided-matching stage (issue 22)
+  $refsr train --variant "$variant" --scale "$scale" --data data/video/train.h5 --data $data/train.h5 --mix 0.5,0.5 \
+    --config "weights/recipes/${variant}_x${scale}_guided.toml" --out "${run}_guided" --device cpu --init "$last/best.pt"
+  earlier+=(--earlier "$last")
+  last=${run}_guided
 fi
 [ -d "${run}_flow" ] && earlier=(--earlier "${run}_flow" "${earlier[@]}")
 wall=$(( $(date +%s) - start ))

@@ -125,21 +125,31 @@ def spec(name: str) -> ModelSpec:
 # raw reference). Correspondence beyond a CPU-sized network's reach is then solved before it, and the
 # network learns to fuse (inference/matched_reference.py; docs/real-suite.md).
 REFERENCE_MATCHING = "reference_matching"
+# With it, ``guided_matching=K`` (≤ N): the last K of those iterations are guided by the paste before them.
+GUIDED_MATCHING = "guided_matching"
 
 
 def build_model(name: str, **config) -> nn.Module:
     """Build variant ``name``; ``config`` overrides its paper-size defaults (e.g. width for tiny models).
 
     ``reference_matching=N`` (any variant): the network takes the reference patch-matched onto the LR's
-    view by ``N`` PatchMatch iterations; kept in ``model.config`` so checkpoints rebuild it."""
+    view by ``N`` PatchMatch iterations, the last ``guided_matching=K`` of them guided by the paste before
+    them (inference/matched_reference.py); both kept in ``model.config`` so checkpoints rebuild them."""
     matching = int(config.pop(REFERENCE_MATCHING, 0) or 0)
-    if matching < 0:
-        raise RefsrError(f"{REFERENCE_MATCHING} must be ≥ 0 (PatchMatch iterations), not {matching}")
+    guided = int(config.pop(GUIDED_MATCHING, 0) or 0)
+    for key, value in ((REFERENCE_MATCHING, matching), (GUIDED_MATCHING, guided)):
+        if value < 0:
+            raise RefsrError(f"{key} must be ≥ 0 (PatchMatch iterations), not {value}")
+    if guided > matching:
+        raise RefsrError(f"{GUIDED_MATCHING} ({guided}) counts guided ones among the {REFERENCE_MATCHING} "
+                         f"iterations ({matching}): it cannot exceed them")
     model = spec(name).builder(**config)
     model.variant = name
-    model.reference_matching = matching
+    model.reference_matching, model.guided_matching = matching, guided
     if matching:
         model.config = {**model.config, REFERENCE_MATCHING: matching}
+    if guided:
+        model.config = {**model.config, GUIDED_MATCHING: guided}
     return model
 
 

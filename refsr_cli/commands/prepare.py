@@ -143,6 +143,9 @@ def command(kind: str, **opts) -> None:
                                f"got {len(opts['src'])}")
     if kind == "video" and not opts["src"]:
         raise click.UsageError("prepare video: give video files, folders of numbered frames, or 'builtin'")
+    if kind in ("video", "synthetic") and opts["split_file"]:
+        raise click.UsageError(f"--split-file applies to 'prepare flower' and 'prepare lfvideo' only"
+                               + (" (video: the last --test-count sources form the test store)" if kind == "video" else ""))
     if kind != "video":
         for name in ("gap", "gaps"):
             if opts[name]:

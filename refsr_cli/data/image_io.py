@@ -24,7 +24,7 @@ from refsr_cli.errors import RefsrError
 if TYPE_CHECKING:
     import torch
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".pgm", ".ppm", ".pnm")
 
 
 def to_rgb_array(array: np.ndarray, name: str = "image") -> np.ndarray:
@@ -63,8 +63,10 @@ def _png_header(path: Path) -> tuple[int, int] | None:
 
 # How each format we name files for begins; imageio's own errors for anything else (a backend it cannot
 # find, "need at least one array to stack") say nothing about the file.
-_SIGNATURES = {"PNG": (b"\x89PNG\r\n\x1a\n",), "JPEG": (b"\xff\xd8\xff",), "TIFF": (b"II*\x00", b"MM\x00*")}
-_FORMAT_OF_SUFFIX = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF"}
+_SIGNATURES = {"PNG": (b"\x89PNG\r\n\x1a\n",), "JPEG": (b"\xff\xd8\xff",), "TIFF": (b"II*\x00", b"MM\x00*"),
+               "PNM": (b"P2", b"P3", b"P5", b"P6")}
+_FORMAT_OF_SUFFIX = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF",
+                     ".pgm": "PNM", ".ppm": "PNM", ".pnm": "PNM"}
 
 
 def _check_signature(path: Path) -> None:

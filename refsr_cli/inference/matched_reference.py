@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from refsr_cli.errors import RefsrError
 from refsr_cli.inference.baselines.patchmatch import patchmatch
 from refsr_cli.ops.block_match import match_flow
 from refsr_cli.ops.resize import back_project, downscale, upscale
@@ -36,6 +37,9 @@ MATCHING_SEARCH_RADIUS = 8
 # tolerance there was 0.005 at ×4 and 0.01 at ×8 (docs/real-suite.md, "the paste gate").
 GATE_TAU_PER_SCALE = 0.00125
 
+# Back-projection rounds of the first pass's paste before it guides the second (as the baseline's).
+GUIDE_BACK_PROJECTION = 2
+
 
 def reference_matching(model: nn.Module | None) -> int:
     """PatchMatch iterations of the reference ``model`` was trained to take (0: the raw reference, and for
@@ -44,7 +48,14 @@ def reference_matching(model: nn.Module | None) -> int:
     return int(getattr(model, "reference_matching", 0) or 0)
 
 
-def matched_reference(lr: torch.Tensor, ref: torch.Tensor, scale: int, iterations: int) -> torch.Tensor:
+def guided_matching(model: nn.Module | None) -> int:
+    """How many of the matching iterations of ``model``'s reference are guided (0: none)."""
+    model = getattr(model, "module", model)
+    return int(getattr(model, "guided_matching", 0) or 0)
+
+
+def matched_reference(lr: torch.Tensor, ref: torch.Tensor, scale: int, iterations: int,
+                      guided: int = 0) -> torch.Tensor:
     """``N×3×H×W``: ``ref`` (``N×3×(s·h)×(s·w)``) patch-matched onto the view of ``lr`` (``N×3×h×w``) —
     PatchMatch's overlap-averaged sharp patches, without its back-projection (the network has the LR).
 
@@ -52,19 +63,30 @@ def matched_reference(lr: torch.Tensor, ref: torch.Tensor, scale: int, iteration
     coarse to fine: it reaches displacements of any size in tens of milliseconds), compares luma patches,
     and refines with ``iterations`` rounds searching ±``MATCHING_SEARCH_RADIUS`` px: on the real suite as
     good as two iterations of random-start RGB PatchMatch at half its time or less (docs/real-suite.md).
+
+    The last ``guided`` (≤ ``iterations``) of those rounds are guided: they start again from the block
+    matching, and their patch distance also compares the paste of the rounds before them (with none, the
+    block matching's own paste), back-projected onto the LR, with the reference in the band twice the
+    LR's: the LR alone cannot tell apart patches that differ only in finer detail, a first paste can
+    (docs/real-suite.md, "guided matching").
     """
+    if not 0 <= guided <= iterations:
+        raise RefsrError(f"guided matching: {guided} guided of {iterations} iterations")
     lr, ref_f = lr.float(), ref.float()
     with torch.no_grad():
         flow, _ = match_flow(lr, downscale(ref_f, scale))
-        _, aux = patchmatch(lr, ref_f, scale, iterations=iterations, search_radius=MATCHING_SEARCH_RADIUS,
-                            features="luma", init_flow=flow, backproject=0)
+        options = dict(search_radius=MATCHING_SEARCH_RADIUS, features="luma", init_flow=flow, backproject=0)
+        _, aux = patchmatch(lr, ref_f, scale, iterations=iterations - guided, **options)
+        if guided:
+            guide = back_project(aux["pasted"], lr, scale, GUIDE_BACK_PROJECTION)
+            _, aux = patchmatch(lr, ref_f, scale, iterations=guided, guide=guide, **options)
     return aux["pasted"].to(ref.dtype)
 
 
 def reference_for_network(model: nn.Module, lr: torch.Tensor, ref: torch.Tensor, scale: int) -> torch.Tensor:
     """The reference ``model`` takes for the pair ``(lr, ref)``: ``ref`` itself, or its matched version."""
     iterations = reference_matching(model)
-    return matched_reference(lr, ref, scale, iterations) if iterations else ref
+    return matched_reference(lr, ref, scale, iterations, guided_matching(model)) if iterations else ref
 
 
 def paste_gate(sr: torch.Tensor, pasted: torch.Tensor, lr: torch.Tensor, scale: int, rounds: int) -> torch.Tensor:

@@ -27,7 +27,7 @@ import torch.nn as nn
 from refsr_cli import console
 from refsr_cli.errors import RefsrError
 from refsr_cli.inference import BACK_PROJECTION
-from refsr_cli.inference.matched_reference import matched_reference, paste_gate, reference_matching
+from refsr_cli.inference.matched_reference import paste_gate, reference_for_network, reference_matching
 from refsr_cli.ops.resize import back_project
 from refsr_cli.ops.warp import pad_bottom_right
 
@@ -181,7 +181,7 @@ class Method:
             ref, lr = (ref if ref.dim() == 4 else ref[None]), (lr if lr.dim() == 4 else lr[None])
             self.geometry = estimate_geometry(lr, ref)
             self.reference_unmatched = self.geometry is None and self.fallback_method() is not None
-            return ref if self.reference_unmatched else matched_reference(lr.to(ref.device), ref, self.scale, matching)
+            return ref if self.reference_unmatched else reference_for_network(self.model, lr.to(ref.device), ref, self.scale)
         if not self.estimates_geometry or ref is None:
             return ref
         ref = ref if ref.dim() == 4 else ref[None]

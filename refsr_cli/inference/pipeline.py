@@ -30,7 +30,7 @@ from refsr_cli.data.files import (PROBE_PREFIX, atomic_write, check_writable_dir
                                   remove_temporaries, write_json)
 from refsr_cli.data.image_io import array_to_tensor, encode_png, read_image, write_image
 from refsr_cli.inference.footprint import MIN_COVERAGE, Footprint, blends, footprint_inference
-from refsr_cli.inference.matched_reference import reference_matching
+from refsr_cli.inference.matched_reference import guided_matching, reference_matching
 from refsr_cli.inference.methods import Method
 from refsr_cli.data.pairs import Pair
 from refsr_cli.inference.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, tiled_inference
@@ -343,10 +343,11 @@ def run_pair(pair: Pair, out_dir: Path, method: Method, *, tile: int = DEFAULT_T
                      f"y' = {a[1, 0]:+.4f}x {a[1, 1]:.4f}y {a[1, 2]:+.1f}): the pair is not rectified")
     if method.reference_shift != (0, 0):
         notes.append("reference shifted by ({:+d}, {:+d}) px to centre the parallax".format(*method.reference_shift))
-    matching = reference_matching(method.model)
+    matching, guided = reference_matching(method.model), guided_matching(method.model)
     if matching and not method.reference_unmatched and unusable is None:
         notes.append(f"reference patch-matched onto the LR's view (block matching + {matching} PatchMatch "
-                     f"iteration{'s' if matching != 1 else ''}) before the network"
+                     f"iteration{'s' if matching != 1 else ''}"
+                     + (f", then a guided pass of {guided}" if guided else "") + ") before the network"
                      + ("; paste gate on" if method.paste_gate else ""))
     del lr, ref
     if before_writing is not None:
@@ -372,6 +373,8 @@ def run_pair(pair: Pair, out_dir: Path, method: Method, *, tile: int = DEFAULT_T
         record["fallback"] = method.fallback_method().name
     elif matching:
         record["reference_matching"] = matching
+        if guided:
+            record["guided_matching"] = guided
     if method.alignment is not None:
         record["alignment"] = [[round(float(v), 6) for v in row] for row in method.alignment[:2]]
     return PairResult(pair.name, "done", target, time.perf_counter() - start, metrics, notes=notes,

@@ -45,7 +45,7 @@ from refsr_cli.errors import RefsrError
 from refsr_cli.data.image_io import IMAGE_SUFFIXES, read_array, to_uint8
 from refsr_cli.data.video_store import FORMAT_VERSION, VideoStoreWriter
 
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg")
 DEFAULT_GAPS = (1, 3, 5)
 
 # ---- filter thresholds (see docs/video.md for the measurements behind them)

@@ -360,7 +360,7 @@ def _train(config: dict, run_dir: Path, rank: int, world: int, device: str | Non
             t1 = time.perf_counter()
             options = recipe.training_options(batch)
             if matching:   # the network takes the reference patch-matched onto the LR's view (and no sweep)
-                batch["ref"], options = matched_reference(batch["lr"], batch["ref"], config["scale"], matching), {}
+                batch["ref"], options = reference_for_network(model, batch["lr"], batch["ref"], config["scale"]), {}
             weights = loss_weights(config, iteration)
             with autocast:
                 sr, aux = net(batch["lr"], batch["ref"], config["scale"], **options)

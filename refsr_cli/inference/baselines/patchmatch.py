@@ -45,6 +45,19 @@ from refsr_cli.ops.warp import backward_warp
 
 _JUMPS = (8, 4, 2, 1)
 
+# Weight of the guide's band against the LR band in the patch distance (``guide``), at ×4 and ×8 (linear
+# in between): chosen on 20 real frame pairs that neither the bench nor the shipped networks saw (ViSP's
+# camera sequences and Kivy's city clip; docs/real-suite.md, "guided matching"). An ×8 LR holds less to
+# match by, so the guide's band counts more.
+GUIDE_WEIGHTS = {4: 0.2, 8: 0.7}
+
+
+def guide_weight(scale: int) -> float:
+    """Weight of the guide's band at ``scale`` (:data:`GUIDE_WEIGHTS`, held beyond ×4 and ×8)."""
+    (s0, w0), (s1, w1) = sorted(GUIDE_WEIGHTS.items())
+    t = min(max((scale - s0) / (s1 - s0), 0.0), 1.0)
+    return w0 + t * (w1 - w0)
+
 
 def default_patch_size(scale: int) -> int:
     """Odd patch side spanning about two LR pixels: 9 at ×4, 17 at ×8."""
@@ -52,16 +65,16 @@ def default_patch_size(scale: int) -> int:
 
 
 def _descriptors(x: torch.Tensor, radius: int, pitch: int, stride: int) -> torch.Tensor:
-    """Patch descriptors of ``1×3×H×W``: ``(2r+1)²`` samples at ``pitch`` around centres every ``stride``.
+    """Patch descriptors of ``1×C×H×W``: ``(2r+1)²`` samples at ``pitch`` around centres every ``stride``.
 
-    Returns ``L×(3·(2r+1)²)`` rows, centres in raster order (``L = ceil(H/stride)·ceil(W/stride)``).
+    Returns ``L×(C·(2r+1)²)`` rows, centres in raster order (``L = ceil(H/stride)·ceil(W/stride)``).
     Edges are replicated, so every centre has a full patch.
     """
     pad = radius * pitch
     padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
     k = 2 * radius + 1
     # unfold = the patch samples themselves (a dilated, strided im2col); no learned projection needed.
-    cols = F.unfold(padded, k, dilation=pitch, stride=stride)       # 1 × 3k² × L
+    cols = F.unfold(padded, k, dilation=pitch, stride=stride)       # 1 × Ck² × L
     return cols[0].t().contiguous()
 
 
@@ -210,7 +223,7 @@ def patchmatch(lr: torch.Tensor, ref: torch.Tensor, scale: int, patch_size: int 
                stride: int | None = None, iterations: int = 5, search_radius: int = 32,
                subpixel: bool = True, backproject: int = 2, seed: int = 0,
                generator: torch.Generator | None = None, features: str = "rgb",
-               init_flow: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+               init_flow: torch.Tensor | None = None, guide: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
     """PatchMatch RefSR (see the module docstring).
 
     Args:
@@ -229,6 +242,9 @@ def patchmatch(lr: torch.Tensor, ref: torch.Tensor, scale: int, patch_size: int 
         features: ``"rgb"`` or ``"luma"`` patch descriptors (luma: a third of the cost per candidate).
         init_flow: ``N×2×h×w`` backward flow LR → ``ref↓s`` in LR pixels (e.g.
             :func:`refsr_cli.ops.block_match.match_flow`): the initial offsets, instead of random ones.
+        guide: ``N×3×H×W``, an estimate of the output (e.g. a first pass pasted and back-projected): its
+            band up to half the HR sampling rate, ``↓(s/2)↑``, is compared with the reference's too
+            (weight :func:`guide_weight`), which tells apart candidates that the LR band alone cannot.
     Returns:
         ``(sr, aux)``: ``sr`` ``N×3×(s·h)×(s·w)`` in [0, 1]; ``aux["flow"]`` ``N×2×H×W``,
         ``aux["warped"]`` and ``aux["pasted"]`` ``N×3×H×W``.
@@ -261,6 +277,17 @@ def patchmatch(lr: torch.Tensor, ref: torch.Tensor, scale: int, patch_size: int 
     blurred = upscale(downscale(ref, s), s)
     if features == "luma":
         up, blurred = luma(up), luma(blurred)
+    if guide is not None:
+        # Also compare the guide with the reference in the band twice the LR's (↓pitch↑: all that the
+        # pitch-spaced descriptor samples can hold without aliasing), at a weight below the LR band's.
+        guide, sharp = guide.to(lr.device, torch.float32), ref
+        if pitch > 1:
+            guide, sharp = upscale(downscale(guide, pitch), pitch), upscale(downscale(sharp, pitch), pitch)
+        if features == "luma":
+            guide, sharp = luma(guide), luma(sharp)
+        weight = guide_weight(s)
+        up = torch.cat([up, weight * guide], 1)
+        blurred = torch.cat([blurred, weight * sharp], 1)
     pasted, flows = [], []
     for i in range(n):  # images one at a time: memory stays at one image's descriptors
         desc_a = _descriptors(up[i:i + 1], half, pitch, stride)
