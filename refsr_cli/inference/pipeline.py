@@ -347,7 +347,8 @@ def run_pair(pair: Pair, out_dir: Path, method: Method, *, tile: int = DEFAULT_T
     if matching and not method.reference_unmatched and unusable is None:
         notes.append(f"reference patch-matched onto the LR's view (block matching + {matching} PatchMatch "
                      f"iteration{'s' if matching != 1 else ''}"
-                     + (f", then a guided pass of {guided}" if guided else "") + ") before the network"
+                     + (f", {'the last ' + str(guided) if guided < matching else 'all'} guided by a first paste"
+                        if guided else "") + ") before the network"
                      + ("; paste gate on" if method.paste_gate else ""))
     del lr, ref
     if before_writing is not None:
