@@ -7,9 +7,8 @@ two back-projection rounds:
 * ``former``: the reference matched as before 2026-12-07 (2 iterations of random-start RGB PatchMatch, the
   baseline's own search), no paste gate;
 * ``matcher``: the reference matched as the checkpoint says (``reference_for_network``: block matching
-  refined by its iterations of luma PatchMatch, then its guided pass where it has ``guided_matching``),
-  no paste gate;
-* ``one-pass``: the first pass alone (no guided pass), with the paste gate;
+  refined by its iterations of luma PatchMatch, the last ``guided_matching`` of them guided), no paste gate;
+* ``one-pass``: the matcher before guided matching (the same iterations, none guided), with the paste gate;
 * ``gated``: as ``refsr infer`` runs it (the checkpoint's matcher and the paste gate).
 
 Prints the PSNR per case and the means, with PatchMatch (the baseline, 5 iterations), and the seconds the

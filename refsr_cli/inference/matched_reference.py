@@ -37,7 +37,7 @@ MATCHING_SEARCH_RADIUS = 8
 # tolerance there was 0.005 at ×4 and 0.01 at ×8 (docs/real-suite.md, "the paste gate").
 GATE_TAU_PER_SCALE = 0.00125
 
-# Back-projection rounds of the first pass's paste before it guides the second (as the baseline's).
+# Back-projection rounds of the paste that guides the guided iterations (as many as the baseline's).
 GUIDE_BACK_PROJECTION = 2
 
 

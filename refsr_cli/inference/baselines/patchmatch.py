@@ -26,6 +26,9 @@ CPU or a GPU (no Python loop over pixels; loops are over iterations and candidat
   :mod:`refsr_cli.inference.matched_reference`).
 * Sub-pixel refinement (``subpixel``): a parabola through the costs at the best offset ±1 pixel along
   each axis; sharp patches are then sampled bilinearly.
+* Guide (``guide``): an estimate of the output — for the networks' matcher, a first paste
+  back-projected onto the LR — is compared with the reference in the band twice the LR's, beside the
+  LR band, so that patches that differ only in detail finer than an LR pixel are told apart.
 * Back-projection (``backproject`` iterations, Irani & Peleg 1991): ``SR += (LR − SR↓s)↑s`` keeps the
   result consistent with LR where the reference has no match (occlusions, image borders).
 
