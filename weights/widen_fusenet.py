@@ -27,8 +27,6 @@ def widen(model: torch.nn.Module, channels: int, blocks: int) -> torch.nn.Module
     c0, b0 = config["fuse_channels"], config["fuse_blocks"]
     if channels < c0 or blocks < b0:
         raise SystemExit(f"widen_fusenet: can only grow FuseNet ({c0} channels, {b0} blocks)")
-    if getattr(model, "reference_matching", 0):
-        config["reference_matching"] = model.reference_matching
     torch.manual_seed(0)
     wide = build_model("crossmpi", **{**config, "fuse_channels": channels, "fuse_blocks": blocks})
     old, new = model.state_dict(), wide.state_dict()
