@@ -60,6 +60,28 @@ def test_guided_matching_is_kept_and_counts_among_the_iterations(tmp_path):
             build_model("crossmpi", **{**_tiny("crossmpi"), **wrong})
 
 
+def test_matching_patch_is_kept_sets_the_patches_and_leaves_older_checkpoints_as_they_were(tmp_path):
+    """``matching_patch = 3``: patches of 3 LR pixels (13 HR px at ×4), centres a quarter patch apart (3 px);
+    a checkpoint without the key keeps the baseline's 2 LR pixels (9 px, centres 2 px apart)."""
+    config = {**_tiny("crossmpi"), "reference_matching": 1, "guided_matching": 1}
+    model = build_model("crossmpi", **config, matching_patch=3).eval()
+    save_checkpoint(tmp_path / "p.pt", model, 4)
+    assert load_model(tmp_path / "p.pt")[0].matching_patch == 3 and model.config["matching_patch"] == 3
+    hr = _scene(3, (96, 160))
+    ref = torch.roll(hr, shifts=(4, 19), dims=(2, 3))
+    lr = downscale(hr, 4)
+    flow, _ = match_flow(lr, downscale(ref, 4))
+    options = dict(search_radius=MATCHING_SEARCH_RADIUS, features="luma", init_flow=flow, backproject=0)
+    for network, side, stride in ((model, 13, 3), (build_model("crossmpi", **config).eval(), 9, 2)):
+        start = patchmatch(lr, ref, 4, iterations=0, patch_size=side, stride=stride, **options)[1]["pasted"]
+        guide = back_project(start, lr, 4, GUIDE_BACK_PROJECTION)
+        expected = patchmatch(lr, ref, 4, iterations=1, guide=guide, patch_size=side, stride=stride, **options)
+        assert torch.equal(reference_for_network(network, lr, ref, 4), expected[1]["pasted"])
+    for wrong in ({"matching_patch": 0}, {"matching_patch": 2.5}, {"reference_matching": 0, "guided_matching": 0, "matching_patch": 3}):
+        with pytest.raises(Exception, match="matching_patch"):
+            build_model("crossmpi", **{**config, **wrong})
+
+
 def test_guided_iterations_start_again_from_block_matching_guided_by_the_paste_before_and_match_better():
     """``guided = 1`` of 1 iteration: the block matching's own paste, back-projected onto the LR, guides the
     iteration, whose patch distance then also compares the band twice the LR's; on a displaced textured

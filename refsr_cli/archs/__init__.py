@@ -127,6 +127,9 @@ def spec(name: str) -> ModelSpec:
 REFERENCE_MATCHING = "reference_matching"
 # With it, ``guided_matching=K`` (≤ N): the last K of those iterations are guided by the paste before them.
 GUIDED_MATCHING = "guided_matching"
+# With it, ``matching_patch=P``: the matched and pasted patches span P LR pixels (absent: 2, the
+# PatchMatch baseline's patches, which the checkpoints before it were trained on).
+MATCHING_PATCH = "matching_patch"
 
 
 def build_model(name: str, **config) -> nn.Module:
@@ -134,22 +137,27 @@ def build_model(name: str, **config) -> nn.Module:
 
     ``reference_matching=N`` (any variant): the network takes the reference patch-matched onto the LR's
     view by ``N`` PatchMatch iterations, the last ``guided_matching=K`` of them guided by the paste before
-    them (inference/matched_reference.py); both kept in ``model.config`` so checkpoints rebuild them."""
+    them, with patches spanning ``matching_patch=P`` LR pixels (inference/matched_reference.py); all kept
+    in ``model.config`` so checkpoints rebuild them."""
     matching = int(config.pop(REFERENCE_MATCHING, 0) or 0)
     guided = int(config.pop(GUIDED_MATCHING, 0) or 0)
+    patch = config.pop(MATCHING_PATCH, None)
     for key, value in ((REFERENCE_MATCHING, matching), (GUIDED_MATCHING, guided)):
         if value < 0:
             raise RefsrError(f"{key} must be ≥ 0 (PatchMatch iterations), not {value}")
     if guided > matching:
         raise RefsrError(f"{GUIDED_MATCHING} ({guided}) counts guided ones among the {REFERENCE_MATCHING} "
                          f"iterations ({matching}): it cannot exceed them")
+    if patch is not None and (not matching or int(patch) != patch or patch < 1):
+        raise RefsrError(f"{MATCHING_PATCH} ({patch}) is the matched patches' side in LR pixels (a whole "
+                         f"number ≥ 1) and needs {REFERENCE_MATCHING}")
     model = spec(name).builder(**config)
     model.variant = name
     model.reference_matching, model.guided_matching = matching, guided
-    if matching:
-        model.config = {**model.config, REFERENCE_MATCHING: matching}
-    if guided:
-        model.config = {**model.config, GUIDED_MATCHING: guided}
+    model.matching_patch = None if patch is None else int(patch)
+    for key, value in ((REFERENCE_MATCHING, matching), (GUIDED_MATCHING, guided), (MATCHING_PATCH, patch)):
+        if value:
+            model.config = {**model.config, key: int(value)}
     return model
 
 

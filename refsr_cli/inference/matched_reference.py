@@ -32,13 +32,19 @@ from refsr_cli.ops.resize import back_project, downscale, upscale
 MATCHING_SEARCH_RADIUS = 8
 
 # The gate's tolerance per unit of scale: exp(-error / (TAU_PER_SCALE · s)), error = the paste's mean
-# absolute LR residual ([0, 1] units) over a window of about two LR pixels. Chosen on training pairs
-# (16 bikes frame pairs of `refsr prepare video builtin`'s train store, not the bench's suite): the best
-# tolerance there was 0.005 at ×4 and 0.01 at ×8 (docs/real-suite.md, "the paste gate").
-GATE_TAU_PER_SCALE = 0.00125
+# absolute LR residual ([0, 1] units) over a window of about two LR pixels. Chosen on real pairs that
+# neither the bench nor the networks saw (80 pairs of ViSP's and Kivy's footage, the tuning pairs of the
+# matcher) with the shipped networks and their 3-LR-pixel patches: 0.003 was best at ×4 and at ×8 of
+# 0.0008–0.005 (docs/real-suite.md, "larger patches"). The matcher's 2-LR-pixel pastes were less
+# trustworthy: 0.00125 then (on bikes frame pairs; "the paste gate").
+GATE_TAU_PER_SCALE = 0.003
 
 # Back-projection rounds of the paste that guides the guided iterations (as many as the baseline's).
 GUIDE_BACK_PROJECTION = 2
+
+# Side of the matched and pasted patches in LR pixels when a checkpoint does not say (``matching_patch``):
+# the PatchMatch baseline's ``2s + 1``, which every checkpoint before that key was trained on.
+DEFAULT_MATCHING_PATCH = 2
 
 
 def reference_matching(model: nn.Module | None) -> int:
@@ -54,8 +60,14 @@ def guided_matching(model: nn.Module | None) -> int:
     return int(getattr(model, "guided_matching", 0) or 0)
 
 
+def matching_patch(model: nn.Module | None) -> int:
+    """Side in LR pixels of the patches ``model``'s reference is matched and pasted with."""
+    model = getattr(model, "module", model)
+    return int(getattr(model, "matching_patch", None) or DEFAULT_MATCHING_PATCH)
+
+
 def matched_reference(lr: torch.Tensor, ref: torch.Tensor, scale: int, iterations: int,
-                      guided: int = 0) -> torch.Tensor:
+                      guided: int = 0, patch: int = DEFAULT_MATCHING_PATCH) -> torch.Tensor:
     """``N×3×H×W``: ``ref`` (``N×3×(s·h)×(s·w)``) patch-matched onto the view of ``lr`` (``N×3×h×w``) —
     PatchMatch's overlap-averaged sharp patches, without its back-projection (the network has the LR).
 
@@ -69,13 +81,20 @@ def matched_reference(lr: torch.Tensor, ref: torch.Tensor, scale: int, iteration
     block matching's own paste), back-projected onto the LR, with the reference in the band twice the
     LR's: the LR alone cannot tell apart patches that differ only in finer detail, a first paste can
     (docs/real-suite.md, "guided matching").
+
+    Patches span ``patch`` LR pixels (``patch·s + 1`` HR pixels), their centres a quarter patch apart
+    (``patch·s // 4``: the baseline's ``s/2`` at 2 LR pixels): patches of 3 LR pixels paste a reference
+    closer to the truth than the baseline's 2 on real pairs, at about the same cost with the sparser
+    centres (docs/real-suite.md, "larger patches").
     """
     if not 0 <= guided <= iterations:
         raise RefsrError(f"guided matching: {guided} guided of {iterations} iterations")
     lr, ref_f = lr.float(), ref.float()
+    side = patch * scale + 1
     with torch.no_grad():
         flow, _ = match_flow(lr, downscale(ref_f, scale))
-        options = dict(search_radius=MATCHING_SEARCH_RADIUS, features="luma", init_flow=flow, backproject=0)
+        options = dict(search_radius=MATCHING_SEARCH_RADIUS, features="luma", init_flow=flow, backproject=0,
+                       patch_size=side, stride=max(1, side // 4))
         _, aux = patchmatch(lr, ref_f, scale, iterations=iterations - guided, **options)
         if guided:
             guide = back_project(aux["pasted"], lr, scale, GUIDE_BACK_PROJECTION)
@@ -86,7 +105,9 @@ def matched_reference(lr: torch.Tensor, ref: torch.Tensor, scale: int, iteration
 def reference_for_network(model: nn.Module, lr: torch.Tensor, ref: torch.Tensor, scale: int) -> torch.Tensor:
     """The reference ``model`` takes for the pair ``(lr, ref)``: ``ref`` itself, or its matched version."""
     iterations = reference_matching(model)
-    return matched_reference(lr, ref, scale, iterations, guided_matching(model)) if iterations else ref
+    if not iterations:
+        return ref
+    return matched_reference(lr, ref, scale, iterations, guided_matching(model), matching_patch(model))
 
 
 def paste_gate(sr: torch.Tensor, pasted: torch.Tensor, lr: torch.Tensor, scale: int, rounds: int) -> torch.Tensor:
