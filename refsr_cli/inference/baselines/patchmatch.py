@@ -74,11 +74,15 @@ def _descriptors(x: torch.Tensor, radius: int, pitch: int, stride: int) -> torch
     Edges are replicated, so every centre has a full patch.
     """
     pad = radius * pitch
-    padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
+    padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")[0].contiguous()
+    channels, hp, wp = padded.shape
     k = 2 * radius + 1
-    # unfold = the patch samples themselves (a dilated, strided im2col); no learned projection needed.
-    cols = F.unfold(padded, k, dilation=pitch, stride=stride)       # 1 × Ck² × L
-    return cols[0].t().contiguous()
+    gh, gw = -(-x.shape[-2] // stride), -(-x.shape[-1] // stride)
+    # The patch samples themselves, no learned projection: a strided view (centre row, centre column,
+    # channel, sample row, sample column) copied once into rows — the rows of a dilated, strided im2col
+    # without its transposed copy (half the time).
+    view = padded.as_strided((gh, gw, channels, k, k), (stride * wp, stride, hp * wp, pitch * wp, pitch))
+    return view.reshape(gh * gw, channels * k * k)
 
 
 class _Field:
