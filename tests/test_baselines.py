@@ -88,3 +88,20 @@ def test_patchmatch_same_on_gpu(shifted_pair):
     assert gpu.is_cuda
     assert np.abs(psnr(gpu[0], hr[0]) - psnr(cpu[0], hr[0])) < 0.05
     assert (gpu_aux["flow"].cpu() - cpu_aux["flow"]).abs().median() < 1e-3
+
+
+def test_patch_descriptors_are_the_rows_of_a_dilated_strided_unfold():
+    """PatchMatch's descriptors (a strided view copied once) hold, row for row, the samples that
+    ``F.unfold`` takes around each centre — at the pitches and strides the baseline and the networks'
+    matcher use, odd image sides included."""
+    import importlib
+
+    import torch.nn.functional as F
+
+    descriptors = importlib.import_module("refsr_cli.inference.baselines.patchmatch")._descriptors
+    x = torch.rand(1, 2, 37, 51, generator=torch.Generator().manual_seed(0))
+    for radius, pitch, stride in ((2, 2, 1), (3, 2, 3), (3, 4, 6), (2, 4, 4), (1, 1, 2)):
+        pad = radius * pitch
+        padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
+        expected = F.unfold(padded, 2 * radius + 1, dilation=pitch, stride=stride)[0].t()
+        assert torch.equal(descriptors(x, radius, pitch, stride), expected)

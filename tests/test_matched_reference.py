@@ -77,7 +77,8 @@ def test_matching_patch_is_kept_sets_the_patches_and_leaves_older_checkpoints_as
         guide = back_project(start, lr, 4, GUIDE_BACK_PROJECTION)
         expected = patchmatch(lr, ref, 4, iterations=1, guide=guide, patch_size=side, stride=stride, **options)
         assert torch.equal(reference_for_network(network, lr, ref, 4), expected[1]["pasted"])
-    for wrong in ({"matching_patch": 0}, {"matching_patch": 2.5}, {"reference_matching": 0, "guided_matching": 0, "matching_patch": 3}):
+    for wrong in ({"matching_patch": 0}, {"matching_patch": 2.5}, {"matching_patch": "three"},
+                  {"reference_matching": 0, "guided_matching": 0, "matching_patch": 3}):
         with pytest.raises(Exception, match="matching_patch"):
             build_model("crossmpi", **{**config, **wrong})
 

@@ -148,7 +148,7 @@ def build_model(name: str, **config) -> nn.Module:
     if guided > matching:
         raise RefsrError(f"{GUIDED_MATCHING} ({guided}) counts guided ones among the {REFERENCE_MATCHING} "
                          f"iterations ({matching}): it cannot exceed them")
-    if patch is not None and (not matching or int(patch) != patch or patch < 1):
+    if patch is not None and (not matching or isinstance(patch, bool) or not isinstance(patch, int) or patch < 1):
         raise RefsrError(f"{MATCHING_PATCH} ({patch}) is the matched patches' side in LR pixels (a whole "
                          f"number ≥ 1) and needs {REFERENCE_MATCHING}")
     model = spec(name).builder(**config)
