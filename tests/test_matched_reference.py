@@ -160,6 +160,44 @@ def test_bind_pair_gives_a_matching_network_the_matched_reference_and_ignores_an
     assert reference_for_network(plain.model, lr, ref, 4) is ref
 
 
+def test_as_inferred_is_what_inference_gives_and_paste_gate_loss_trains_and_validates_on_it(tiny_lf_store, tmp_path):
+    """``paste_gate_loss``: the loss and the validation score the output as ``Method`` returns it
+    (back-projected, through the paste gate), which a matching network scores better on than its raw
+    output; without ``reference_matching`` the setting is a clear error."""
+    from refsr_cli.inference import BACK_PROJECTION
+    from refsr_cli.inference.matched_reference import as_inferred
+
+    model = build_model("crossmpi", **{**_tiny("crossmpi"), "reference_matching": 1, "guided_matching": 1}).eval()
+    hr = _scene(7, (64, 96))
+    lr, ref = downscale(hr, 4), torch.roll(hr, shifts=(2, 11), dims=(2, 3))
+    method = Method.from_model(model, scale=4)
+    matched = method.bind_pair(lr, ref)
+    with torch.no_grad():
+        raw = model(lr, matched, 4)[0]
+    assert torch.allclose(method(lr, matched)[0], as_inferred(raw, matched, lr, 4, BACK_PROJECTION), atol=1e-5)
+
+    runner = CliRunner()
+    common = ["--quiet", "train", "--variant", "crossmpi", "--data", str(tiny_lf_store), "--model-size", "tiny",
+              "--crop", "32", "32", "--batch", "2", "--scale", "4", "--device", "cpu", "--iters", "2",
+              "--val-every", "2", "--checkpoint-every", "2"]
+    val = {}
+    for gated in (False, True):
+        recipe = tmp_path / f"gated{gated}.toml"
+        recipe.write_text(f"paste_gate_loss = {str(gated).lower()}\n[model]\nreference_matching = 1\n"
+                          "min_disparity = -2.0\nmax_disparity = 2.0\n")
+        out = tmp_path / f"run{gated}"
+        result = runner.invoke(main, [*common, "--out", str(out), "--config", str(recipe)])
+        assert result.exit_code == 0, result.output
+        log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+        val[gated] = next(r["val_psnr"] for r in log if "val_psnr" in r and r["iter"] == 2)
+        assert all(np.isfinite(r["loss"]) for r in log if "loss" in r)
+    assert val[True] > val[False] + 0.5, val
+    recipe = tmp_path / "raw.toml"
+    recipe.write_text("paste_gate_loss = true\n")
+    result = runner.invoke(main, [*common, "--out", str(tmp_path / "bad"), "--config", str(recipe)])
+    assert result.exit_code != 0 and "reference_matching" in result.output and "Traceback" not in result.output
+
+
 def test_training_with_reference_matching_runs_from_raw_weights_and_validates_matched(tiny_lf_store, tmp_path):
     """A raw-reference checkpoint initialises a matching run (the setting holds no weights); the run trains,
     validates on matched references, and its checkpoint carries the setting to inference."""

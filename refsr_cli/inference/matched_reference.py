@@ -128,3 +128,10 @@ def paste_gate(sr: torch.Tensor, pasted: torch.Tensor, lr: torch.Tensor, scale: 
     alpha = torch.exp(-residual / (GATE_TAU_PER_SCALE * s))
     blended = alpha * back_project(pasted, lr, s, rounds) + (1 - alpha) * sr
     return back_project(blended, lr, s, rounds)
+
+
+def as_inferred(sr: torch.Tensor, matched: torch.Tensor, lr: torch.Tensor, scale: int, rounds: int) -> torch.Tensor:
+    """``N×3×H×W``: a matched-reference network's raw output ``sr`` as inference hands it out — back-projected
+    onto ``lr`` (``rounds``), then through the :func:`paste_gate` with the ``matched`` reference it took.
+    Differentiable: training with ``paste_gate_loss`` scores this, not the raw output."""
+    return paste_gate(back_project(sr, lr, scale, rounds), matched, lr, scale, rounds)

@@ -30,6 +30,8 @@ _COMMON = {
     "parallax_shift": 15,          # ±px shift of Ref (the papers' parallax augmentation)
     "flips": True,
     "partial_reference": 0.0,      # share of samples whose Ref covers only part of the crop (wide/tele rigs)
+    "paste_gate_loss": False,      # matched-reference networks: loss and validation on the output as
+                                   # inference gives it (back-projected, through the paste gate)
     "seed": 0,
     "checkpoint_every": 1000,
     "log_every": 50,

@@ -39,7 +39,9 @@ from refsr_cli.archs.checkpoint import checkpoint_dict, save_checkpoint
 from refsr_cli.data.files import atomic_write, check_writable_dir, folder_lock, remove_temporaries, write_json
 from refsr_cli.data.store import read_digest
 from refsr_cli.errors import RefsrError
-from refsr_cli.inference.matched_reference import matched_reference, reference_for_network, reference_matching
+from refsr_cli.inference import BACK_PROJECTION
+from refsr_cli.inference.matched_reference import (as_inferred, matched_reference, reference_for_network,
+                                                   reference_matching)
 from refsr_cli.training.config import loss_weights, model_kwargs, uses_loss
 from refsr_cli.training.initialise import initialise
 from refsr_cli.training.losses.terms import LossContext, compute_loss
@@ -261,6 +263,11 @@ def _train(config: dict, run_dir: Path, rank: int, world: int, device: str | Non
 
     model = build_model(config["variant"], **model_kwargs(config)).to(dev)
     matching = reference_matching(model)
+    # Score the output as inference gives it: the paste gate hands the matched reference's agreeing
+    # regions over to the paste, so the network need not learn to redo them (docs/train.md).
+    gated = bool(config.get("paste_gate_loss"))
+    if gated and not matching:
+        raise RefsrError("paste_gate_loss scores the output after the paste gate: it needs [model] reference_matching")
     if dev.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=config["lr"], betas=tuple(config["betas"]),
@@ -316,7 +323,7 @@ def _train(config: dict, run_dir: Path, rank: int, world: int, device: str | Non
         nonlocal best, stop
         event = None
         if rank == 0:
-            scores = _validate(model, val_pairs, config["scale"], dev)
+            scores = _validate(model, val_pairs, config["scale"], dev, gated)
             _append_log(log_path, {"iter": iteration, "val_psnr": scores["psnr"], "val_ssim": scores["ssim"]})
             if writer is not None:
                 writer.add_scalar("val/psnr", scores["psnr"], iteration)
@@ -364,6 +371,8 @@ def _train(config: dict, run_dir: Path, rank: int, world: int, device: str | Non
             weights = loss_weights(config, iteration)
             with autocast:
                 sr, aux = net(batch["lr"], batch["ref"], config["scale"], **options)
+            if gated:
+                sr = as_inferred(sr.float(), batch["ref"], batch["lr"], config["scale"], BACK_PROJECTION)
             total, terms = compute_loss(config["variant"], weights, sr.float(), aux, batch, context)
             optimizer.zero_grad(set_to_none=True)
             total.backward()
@@ -460,14 +469,17 @@ def _validation_pairs(path: str, config: dict, skipped: list[str] | None = None)
 
 
 @torch.inference_mode()
-def _validate(model, pairs, scale: int, device) -> dict:
+def _validate(model, pairs, scale: int, device, gated: bool = False) -> dict:
     from refsr_cli.metrics import psnr, ssim
 
     model.eval()
     p, s = [], []
     for _name, lr, ref, hr in pairs:
         lr, ref = lr[None].to(device), ref[None].to(device)
-        sr, _ = model(lr, reference_for_network(model, lr, ref, scale), scale)
+        ref = reference_for_network(model, lr, ref, scale)
+        sr, _ = model(lr, ref, scale)
+        if gated:   # as the training loss scores it
+            sr = as_inferred(sr.float(), ref, lr, scale, BACK_PROJECTION)
         sr = sr[0].float().clamp(0, 1).cpu()
         p.append(psnr(sr, hr))
         s.append(ssim(sr, hr))
