@@ -192,10 +192,13 @@ def test_as_inferred_is_what_inference_gives_and_paste_gate_loss_trains_and_vali
         val[gated] = next(r["val_psnr"] for r in log if "val_psnr" in r and r["iter"] == 2)
         assert all(np.isfinite(r["loss"]) for r in log if "loss" in r)
     assert val[True] > val[False] + 0.5, val
-    recipe = tmp_path / "raw.toml"
-    recipe.write_text("paste_gate_loss = true\n")
-    result = runner.invoke(main, [*common, "--out", str(tmp_path / "bad"), "--config", str(recipe)])
-    assert result.exit_code != 0 and "reference_matching" in result.output and "Traceback" not in result.output
+    for text, message in (("paste_gate_loss = true\n", "reference_matching"),
+                          ("paste_gate_loss = 'yes'\n[model]\nreference_matching = 1\n", "true or false")):
+        recipe = tmp_path / "bad.toml"
+        recipe.write_text(text)
+        result = runner.invoke(main, [*common, "--out", str(tmp_path / "bad"), "--config", str(recipe)])
+        assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output
+        assert not (tmp_path / "bad").exists()      # refused before any run folder is made
 
 
 def test_training_with_reference_matching_runs_from_raw_weights_and_validates_matched(tiny_lf_store, tmp_path):

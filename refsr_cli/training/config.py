@@ -86,6 +86,11 @@ def resolve_config(variant: str, toml: dict | None = None, **flags) -> dict:
     holdout = config["val_holdout"]
     if holdout != "auto" and (isinstance(holdout, bool) or not isinstance(holdout, int) or holdout < 0):
         raise RefsrError(f"val_holdout must be 'auto' or an integer ≥ 0, not {holdout!r}")
+    if not isinstance(config["paste_gate_loss"], bool):
+        raise RefsrError(f"paste_gate_loss must be true or false, not {config['paste_gate_loss']!r}")
+    if config["paste_gate_loss"] and not (config.get("model") or {}).get("reference_matching"):
+        # checked here, before any run folder is made
+        raise RefsrError("paste_gate_loss scores the output after the paste gate: it needs [model] reference_matching")
     if config["model_size"] not in ("paper", "tiny"):
         raise RefsrError(f"model_size must be 'paper' or 'tiny', not {config['model_size']!r}")
     terms = spec(variant).recipe.loss_terms

@@ -264,10 +264,9 @@ def _train(config: dict, run_dir: Path, rank: int, world: int, device: str | Non
     model = build_model(config["variant"], **model_kwargs(config)).to(dev)
     matching = reference_matching(model)
     # Score the output as inference gives it: the paste gate hands the matched reference's agreeing
-    # regions over to the paste, so the network need not learn to redo them (docs/train.md).
-    gated = bool(config.get("paste_gate_loss"))
-    if gated and not matching:
-        raise RefsrError("paste_gate_loss scores the output after the paste gate: it needs [model] reference_matching")
+    # regions over to the paste, so the network need not learn to redo them (docs/train.md; resolve_config
+    # has checked that the network takes a matched reference).
+    gated = bool(config.get("paste_gate_loss")) and bool(matching)
     if dev.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=config["lr"], betas=tuple(config["betas"]),
