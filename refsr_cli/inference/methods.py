@@ -27,7 +27,7 @@ import torch.nn as nn
 from refsr_cli import console
 from refsr_cli.errors import RefsrError
 from refsr_cli.inference import BACK_PROJECTION
-from refsr_cli.inference.matched_reference import paste_gate, reference_for_network, reference_matching
+from refsr_cli.inference.matched_reference import as_inferred, reference_for_network, reference_matching
 from refsr_cli.ops.resize import back_project
 from refsr_cli.ops.warp import pad_bottom_right
 
@@ -262,12 +262,12 @@ class Method:
         size = (s * h, s * w)
         padded = (s * (h + pad_h), s * (w + pad_w))
         sr = sr[..., : size[0], : size[1]].float()
-        if self.back_projection:
-            with torch.inference_mode():
-                sr = back_project(sr, lr.to(sr.device, torch.float32), s, self.back_projection)
-        if self.paste_gate and ref is not None:
-            with torch.inference_mode():
-                sr = paste_gate(sr, ref[..., : size[0], : size[1]], lr, s, self.back_projection)
+        with torch.inference_mode():
+            lr_out = lr.to(sr.device, torch.float32)
+            if self.paste_gate and ref is not None:   # the same function the gated training loss scores
+                sr = as_inferred(sr, ref[..., : size[0], : size[1]], lr_out, s, self.back_projection)
+            elif self.back_projection:
+                sr = back_project(sr, lr_out, s, self.back_projection)
         aux = {key: _crop_aux(value, padded, size) for key, value in (aux or {}).items()}
         return sr, aux
 

@@ -10,7 +10,7 @@ import copy
 import os
 from pathlib import Path
 
-from refsr_cli.archs import spec
+from refsr_cli.archs import REFERENCE_MATCHING, spec
 from refsr_cli.errors import RefsrError
 from refsr_cli.training.plateau import PlateauRule
 
@@ -88,7 +88,7 @@ def resolve_config(variant: str, toml: dict | None = None, **flags) -> dict:
         raise RefsrError(f"val_holdout must be 'auto' or an integer ≥ 0, not {holdout!r}")
     if not isinstance(config["paste_gate_loss"], bool):
         raise RefsrError(f"paste_gate_loss must be true or false, not {config['paste_gate_loss']!r}")
-    if config["paste_gate_loss"] and not (config.get("model") or {}).get("reference_matching"):
+    if config["paste_gate_loss"] and not (config.get("model") or {}).get(REFERENCE_MATCHING):
         # checked here, before any run folder is made
         raise RefsrError("paste_gate_loss scores the output after the paste gate: it needs [model] reference_matching")
     if config["model_size"] not in ("paper", "tiny"):
