@@ -22,13 +22,14 @@ import torch
 
 from refsr_cli.bench.real_suite import case_pair, real_cases
 from refsr_cli.inference.matched_reference import reference_for_network
+from refsr_cli.inference.footprint import pair_inference
 from refsr_cli.inference.methods import load_method
 from refsr_cli.metrics import psnr
 from refsr_cli.ops.resize import downscale
 
 
 def _score(method, lr: torch.Tensor, ref: torch.Tensor, hr: torch.Tensor) -> float:
-    sr, _ = method(lr[None], method.bind_pair(lr[None], ref[None]))
+    sr, _ = pair_inference(method, lr[None], ref[None])
     return psnr(sr[0].clamp(0, 1), hr)
 
 

@@ -19,14 +19,14 @@ import torch
 from refsr_cli.archs import variants
 from refsr_cli.archs.checkpoint import shipped_weights
 from refsr_cli.bench.real_suite import case_pair, real_cases
+from refsr_cli.inference.footprint import pair_inference
 from refsr_cli.inference.methods import load_method
 from refsr_cli.metrics import psnr
 from refsr_cli.ops.resize import imresize
 
 
 def _run(method, lr: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    ref = method.bind_pair(lr[None], ref[None])
-    sr, _ = method(lr[None], ref)
+    sr, _ = pair_inference(method, lr[None], ref[None])      # as refsr infer runs it (rematching included)
     return sr[0].clamp(0, 1)
 
 

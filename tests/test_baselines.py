@@ -66,6 +66,10 @@ def test_patchmatch_is_deterministic_and_batched(shifted_pair):
     assert both.shape == (2, 3, 64, 96) and aux["flow"].shape == (2, 2, 64, 96)
     centres = aux["flow"][..., ::4, ::4]  # patch centres every s/2 pixels; the flow is interpolated between
     assert torch.equal(centres, centres.round())  # integer offsets without sub-pixel refinement
+    # Without the maps (the networks' matcher reads only the paste): the same result and paste.
+    lean, lean_aux = patchmatch(lr, ref, 8, iterations=2, seed=3, maps=False)
+    full_aux = patchmatch(lr, ref, 8, iterations=2, seed=3)[1]
+    assert torch.equal(lean, a) and set(lean_aux) == {"pasted"} and torch.equal(lean_aux["pasted"], full_aux["pasted"])
 
 
 def test_patchmatch_bad_inputs(shifted_pair):

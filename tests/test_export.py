@@ -52,3 +52,24 @@ def test_export_records_each_stage_and_convergence(tiny_lf_store, tmp_path):
     model, payload = load_model(tmp_path / "w" / "mdsr_x4.pt")
     best = read_checkpoint(second / "best.pt")["state_dict"]
     assert all(torch.equal(payload["state_dict"][k], best[k]) for k in best)
+
+
+def test_export_sets_rematching_steps_chosen_after_training_and_refuses_wrong_ones(tiny_lf_store, tmp_path):
+    """``--rematch network,gate``: the shipped checkpoint (not the run's) rebuilds with those steps, the card
+    says so; steps the network cannot take (MDSR has no matched reference) are refused, nothing written."""
+    store = tmp_path / "runs"
+    config = {**resolve_config("crossnet", scale=4, model_size="tiny", crop=[32, 32], batch=1, iters=1,
+                               checkpoint_every=1, data=[str(tiny_lf_store)])}
+    config["model"] = {**config.get("model", {}), "reference_matching": 1, "guided_matching": 1}
+    train(config, store / "guided", device="cpu")
+    _export("crossnet", 4, store / "guided", "--rematch", "network,gate", "--out", tmp_path / "w")
+    model, _ = load_model(tmp_path / "w" / "crossnet_x4.pt")
+    card = json.loads((tmp_path / "w" / "crossnet_x4.json").read_text())
+    assert model.rematch == ("network", "gate") and card["config"]["rematch"] == ["network", "gate"]
+    assert "tuning" not in card["rematch_chosen"] and "80 real pairs" in card["rematch_chosen"]
+    assert load_model(store / "guided" / "model.pt")[0].rematch == ()
+    train(_config(tiny_lf_store, iters=1), store / "plain", device="cpu")
+    result = subprocess.run([sys.executable, str(EXPORT), "mdsr", "4", str(store / "plain"), "--rematch", "gate",
+                             "--out", str(tmp_path / "bad")], capture_output=True, text=True)
+    assert result.returncode != 0 and "rematch" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "bad" / "mdsr_x4.pt").exists()

@@ -83,6 +83,59 @@ def test_matching_patch_is_kept_sets_the_patches_and_leaves_older_checkpoints_as
             build_model("crossmpi", **{**config, **wrong})
 
 
+def test_rematch_steps_are_kept_refused_without_guided_matching_and_run_on_the_output_guided_reference(
+        tiny_lf_store, tmp_path):
+    """``rematch = ["network", "gate"]``: after the first pass the reference is matched again with the output
+    as the guide of its guided iteration (the guide replaces the block matching's paste, whose back-projection
+    the first pass's matching used) and the network runs on it, then once more and the output only passes
+    the paste gate with that reference; a better guide pastes closer to the HR."""
+    from refsr_cli.inference.footprint import pair_inference
+    from refsr_cli.inference.matched_reference import rematched_reference
+
+    config = {**_tiny("crossmpi"), "reference_matching": 1, "guided_matching": 1, "matching_patch": 3}
+    model = build_model("crossmpi", **config, rematch=["network", "gate"]).eval()
+    save_checkpoint(tmp_path / "r.pt", model, 4)
+    assert load_model(tmp_path / "r.pt")[0].rematch == ("network", "gate")
+    assert model.config["rematch"] == ["network", "gate"]
+    assert "rematch" not in build_model("crossmpi", **config).config
+    for wrong in ({"rematch": "network"}, {"rematch": ["net"]}, {"rematch": [1]},
+                  {"guided_matching": 0, "rematch": ["gate"]}):
+        with pytest.raises(Exception, match="rematch"):
+            build_model("crossmpi", **{**config, **wrong})
+
+    hr = _scene(8, (96, 160))
+    ref, lr = torch.roll(hr, shifts=(3, 21), dims=(2, 3)), downscale(hr, 4)
+    block_paste = back_project(matched_reference(lr, ref, 4, 0, patch=3), lr, 4, GUIDE_BACK_PROJECTION)
+    assert torch.equal(matched_reference(lr, ref, 4, 1, 1, 3, guide=block_paste), matched_reference(lr, ref, 4, 1, 1, 3))
+    err = lambda a: float(((a - hr)[..., 12:-12, 32:-32] ** 2).mean())
+    assert err(rematched_reference(model, lr, ref, 4, hr)) < err(matched_reference(lr, ref, 4, 1, 1, 3))
+    with pytest.raises(Exception, match="guide"):
+        matched_reference(lr, ref, 4, 1, 0, 3, guide=hr)
+
+    method = Method.from_model(model, scale=4)
+    sr, _ = pair_inference(method, lr, ref)
+    first, _ = method(lr, method.bind_pair(lr, ref))
+    second, _ = method(lr, rematched_reference(model, lr, ref, 4, first))
+    third = paste_gate(second, rematched_reference(model, lr, ref, 4, second), lr, 4, method.back_projection)
+    assert method.rematch_steps == ("network", "gate") and torch.equal(sr, third)
+    assert not torch.equal(second, first) and not torch.equal(third, second)
+    method.bind_pair(lr, _scene(7, (96, 160)))               # another scene: single-image SR, no steps
+    assert method.reference_unmatched and method.rematch_steps == ()
+
+    recipe = tmp_path / "rematch.toml"                       # validation runs the steps as inference does
+    recipe.write_text("paste_gate_loss = true\n[model]\nreference_matching = 1\nguided_matching = 1\n"
+                      "rematch = ['network', 'gate']\nmin_disparity = -2.0\nmax_disparity = 2.0\n")
+    result = CliRunner().invoke(main, ["--quiet", "train", "--variant", "crossmpi", "--data", str(tiny_lf_store),
+                                       "--model-size", "tiny", "--crop", "32", "32", "--batch", "2", "--scale", "4",
+                                       "--device", "cpu", "--iters", "2", "--val-every", "2",
+                                       "--checkpoint-every", "2", "--out", str(tmp_path / "run"),
+                                       "--config", str(recipe)])
+    assert result.exit_code == 0, result.output
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert any(np.isfinite(r.get("val_psnr", np.nan)) for r in log)
+    assert load_model(tmp_path / "run" / "model.pt")[0].rematch == ("network", "gate")
+
+
 def test_guided_iterations_start_again_from_block_matching_guided_by_the_paste_before_and_match_better():
     """``guided = 1`` of 1 iteration: the block matching's own paste, back-projected onto the LR, guides the
     iteration, whose patch distance then also compares the band twice the LR's; on a displaced textured
@@ -283,3 +336,35 @@ def test_infer_applies_the_paste_gate_to_a_matching_network_and_records_it(tmp_p
 
     assert not torch.equal(read_image(tmp_path / "on" / "a_sr.png")[0], read_image(tmp_path / "off" / "a_sr.png")[0])
     assert Method.from_model(build_model("crossmpi", **_tiny("crossmpi")), scale=4).paste_gate is False
+
+
+def test_infer_runs_the_rematching_steps_records_them_and_turns_them_off_with_no_rematch(tmp_path):
+    """A checkpoint with ``rematch``: ``refsr infer`` runs its steps and records them (a rerun without them
+    into the same folder is refused, and gives other pixels); a folder recorded before the setting existed
+    still resumes for a checkpoint without steps."""
+    from refsr_cli.data.image_io import read_image
+
+    config = {**_tiny("crossmpi"), "reference_matching": 1, "guided_matching": 1}
+    save_checkpoint(tmp_path / "r.pt", build_model("crossmpi", **config, rematch=["network", "gate"]), 4)
+    save_checkpoint(tmp_path / "p.pt", build_model("crossmpi", **config), 4)
+    pairs = tmp_path / "pairs"
+    hr = _scene(9, (64, 96))
+    _write_pair(pairs, hr, torch.roll(hr, (2, 7), (2, 3)))
+    runner = CliRunner()
+    infer = lambda weights, out, *more: runner.invoke(main, ["infer", str(pairs), "--scale", "4", "--weights",  # noqa: E731
+                                                             str(tmp_path / weights), "--out", str(tmp_path / out), *more])
+    result = infer("r.pt", "on")
+    assert result.exit_code == 0, result.output
+    assert "matched again guided by the output: network, gate" in result.output
+    assert json.loads((tmp_path / "on" / "settings.json").read_text())["rematch"] == ["network", "gate"]
+    refused = infer("r.pt", "on", "--no-rematch")
+    assert refused.exit_code != 0 and "--rematch/--no-rematch network, gate (this run: off)" in refused.output
+    assert infer("r.pt", "off", "--no-rematch").exit_code == 0
+    assert json.loads((tmp_path / "off" / "settings.json").read_text())["rematch"] == []
+    assert not torch.equal(read_image(tmp_path / "on" / "a_sr.png")[0], read_image(tmp_path / "off" / "a_sr.png")[0])
+    assert infer("p.pt", "plain").exit_code == 0
+    record = json.loads((tmp_path / "plain" / "settings.json").read_text())
+    del record["rematch"]                                    # as written before rematching existed
+    (tmp_path / "plain" / "settings.json").write_text(json.dumps(record))
+    again = infer("p.pt", "plain")
+    assert again.exit_code == 0 and "skipped" in again.output.lower(), again.output

@@ -3,6 +3,7 @@
 ``V_xS_guided.toml`` where they exist, and exports the last; that recipe must build the architecture the checkpoint holds, match the schedule its card
 records, and start (``init``) from a shipped checkpoint it can load."""
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -60,10 +61,23 @@ def test_every_variant_and_scale_is_shipped():
                                          for s in (4, 8)}
 
 
+def _export_rematch(checkpoint: Path) -> list[str]:
+    """The rematching steps weights/train.sh has its export give ``checkpoint`` (its ``case`` table)."""
+    variant, scale = checkpoint.stem.rsplit("_x", 1)
+    script = (ROOT / "weights" / "train.sh").read_text()
+    table = script[script.index('case "${variant}_x${scale}" in\n'):]
+    table = table[:table.index("\nesac\n") + len("\nesac\n")]
+    out = subprocess.run(["bash", "-c", f'variant={variant}; scale={scale}; {table} echo "${{rematch[@]}}"'],
+                         capture_output=True, text=True, check=True).stdout.split()
+    return out[1].split(",") if out else []
+
+
 @pytest.mark.parametrize("checkpoint", SHIPPED, ids=lambda p: p.stem)
 def test_recipe_builds_the_shipped_architecture(checkpoint):
+    """The recipe's network, with the rematching steps weights/train.sh exports it with."""
     config = _resolved(checkpoint)
-    model = build_model(config["variant"], **model_kwargs(config))
+    rematch = _export_rematch(checkpoint)
+    model = build_model(config["variant"], **model_kwargs(config), **({"rematch": rematch} if rematch else {}))
     assert model.config == read_checkpoint(checkpoint)["config"]
 
 

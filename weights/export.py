@@ -1,13 +1,14 @@
 """Export a trained run as a shipped checkpoint with its model card (weights/train.sh calls this).
 
     python weights/export.py VARIANT SCALE RUN [--earlier RUN_OR_CARD ...] [--wall SECONDS] [--threads N] [--float32]
-                             [--out DIR]
+                             [--rematch STEP,...] [--out DIR]
 
 RUN is the run folder of the last training stage; its best checkpoint by validation PSNR (else its
 latest) becomes ``DIR/VARIANT_xSCALE.pt`` (float16 unless --float32; DIR defaults to weights/) and the
 card ``DIR/VARIANT_xSCALE.json``. Each --earlier names an earlier stage, oldest first: its run folder, or
 the card of a checkpoint the last stage started from when that run folder is gone (the card keeps that
-stage's record).
+stage's record). --rematch sets the checkpoint's rematching steps (``[model] rematch``, weight-free),
+chosen after training on the tuning pairs (docs/real-suite.md, "rematching").
 """
 import argparse
 import json
@@ -17,6 +18,7 @@ from pathlib import Path
 import torch
 
 from refsr_cli.archs.checkpoint import export_checkpoint, read_checkpoint
+from refsr_cli.errors import RefsrError
 from refsr_cli.training.plateau import CONVERGED, PlateauRule
 from refsr_cli.training.loop import read_log
 
@@ -73,6 +75,8 @@ def main() -> None:
                         help="torch threads the last stage trained with (default: this process's; runs trained "
                              "side by side with OMP_NUM_THREADS=1 say 1)")
     parser.add_argument("--float32", action="store_true")
+    parser.add_argument("--rematch", default=None,
+                        help="rematching steps after the first pass, comma-separated: network, gate")
     parser.add_argument("--out", type=Path, default=WEIGHTS)
     args = parser.parse_args()
 
@@ -94,8 +98,16 @@ def main() -> None:
             "still_improving_at_end": len(history) >= 2 and history[-1][1] > max(v for _, v in history[:-1]),
             "size": ("CPU-sized configuration of the published architecture (see train_config.model and "
                      "weights/README.md), not the paper size: no GPU was available to train it")}
-    print(export_checkpoint(_source(args.run), args.out / f"{args.variant}_x{args.scale}.pt",
-                            half=not args.float32, card=card))
+    config = {}
+    if args.rematch:
+        config = {"rematch": args.rematch.split(",")}
+        card["rematch_chosen"] = ("after training, on 80 real pairs neither the bench nor the networks saw "
+                                  "(docs/real-suite.md, \"rematching\")")
+    try:
+        print(export_checkpoint(_source(args.run), args.out / f"{args.variant}_x{args.scale}.pt",
+                                half=not args.float32, card=card, config=config))
+    except RefsrError as exc:
+        raise SystemExit(f"export.py: {args.run}: {exc}") from None
 
 
 if __name__ == "__main__":

@@ -130,6 +130,11 @@ GUIDED_MATCHING = "guided_matching"
 # With it, ``matching_patch=P``: the matched and pasted patches span P LR pixels (absent: 2, the
 # PatchMatch baseline's patches, which the checkpoints before it were trained on).
 MATCHING_PATCH = "matching_patch"
+# With guided matching, ``rematch=[steps]``: after the first pass the output guides the matching again, and
+# each step either runs the network again on that reference ("network") or passes the output through the
+# paste gate with it ("gate") (inference/matched_reference.py, "rematching").
+REMATCH = "rematch"
+REMATCH_STEPS = ("network", "gate")
 
 
 def build_model(name: str, **config) -> nn.Module:
@@ -137,11 +142,13 @@ def build_model(name: str, **config) -> nn.Module:
 
     ``reference_matching=N`` (any variant): the network takes the reference patch-matched onto the LR's
     view by ``N`` PatchMatch iterations, the last ``guided_matching=K`` of them guided by the paste before
-    them, with patches spanning ``matching_patch=P`` LR pixels (inference/matched_reference.py); all kept
-    in ``model.config`` so checkpoints rebuild them."""
+    them, with patches spanning ``matching_patch=P`` LR pixels, and at inference the ``rematch`` steps, each on
+    the reference matched again with the output before as the guide (inference/matched_reference.py); all
+    kept in ``model.config`` so checkpoints rebuild them."""
     matching = int(config.pop(REFERENCE_MATCHING, 0) or 0)
     guided = int(config.pop(GUIDED_MATCHING, 0) or 0)
     patch = config.pop(MATCHING_PATCH, None)
+    steps = config.pop(REMATCH, [])
     for key, value in ((REFERENCE_MATCHING, matching), (GUIDED_MATCHING, guided)):
         if value < 0:
             raise RefsrError(f"{key} must be ≥ 0 (PatchMatch iterations), not {value}")
@@ -151,13 +158,21 @@ def build_model(name: str, **config) -> nn.Module:
     if patch is not None and (not matching or isinstance(patch, bool) or not isinstance(patch, int) or patch < 1):
         raise RefsrError(f"{MATCHING_PATCH} ({patch}) is the matched patches' side in LR pixels (a whole "
                          f"number ≥ 1) and needs {REFERENCE_MATCHING}")
+    if (not isinstance(steps, (list, tuple)) or any(step not in REMATCH_STEPS for step in steps)
+            or (steps and not guided)):
+        raise RefsrError(f"{REMATCH} ({steps!r}) lists the steps after the first pass, each \"network\" or "
+                         f"\"gate\" on the reference matched again, guided by the output before; it needs "
+                         f"{GUIDED_MATCHING}")
     model = spec(name).builder(**config)
     model.variant = name
     model.reference_matching, model.guided_matching = matching, guided
     model.matching_patch = None if patch is None else int(patch)
+    model.rematch = tuple(steps)
     for key, value in ((REFERENCE_MATCHING, matching), (GUIDED_MATCHING, guided), (MATCHING_PATCH, patch)):
         if value:
             model.config = {**model.config, key: int(value)}
+    if steps:
+        model.config = {**model.config, REMATCH: list(steps)}
     return model
 
 

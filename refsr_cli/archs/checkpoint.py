@@ -150,14 +150,20 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 
 def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, half: bool = True,
-                      card: dict | None = None) -> Path:
+                      card: dict | None = None, config: dict | None = None) -> Path:
     """Copy a trained checkpoint to ``dst`` for shipping: weights in float16 (``half``), ``card`` merged
-    into its metadata, and the card also written as JSON beside it (``dst`` with ``.json``)."""
+    into its metadata, ``config`` into its configuration (weight-free keys chosen after training, e.g.
+    ``rematch``; the network is rebuilt from it first, so a wrong value is refused), and the card also
+    written as JSON beside it (``dst`` with ``.json``)."""
     import json
 
+    from refsr_cli.archs import build_model
     from refsr_cli.data.files import atomic_write, write_json
 
     payload = read_checkpoint(src)
+    if config:
+        payload = {**payload, "config": {**payload["config"], **config}}
+        build_model(payload["variant"], **payload["config"]).load_state_dict(payload["state_dict"])
     state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in payload["state_dict"].items()}
     meta = {**payload.get("meta", {}), **(card or {})}
     out = {**payload, "state_dict": state, "meta": meta}

@@ -81,11 +81,15 @@ def _fmt_metrics(metrics: dict | None) -> str:
 @click.option("--paste-gate/--no-paste-gate", default=True, show_default=True,
               help="For a network trained on matched references (reference_matching in its card): take the "
                    "matched reference itself where it agrees with the LR, the network's output elsewhere.")
+@click.option("--rematch/--no-rematch", default=True, show_default=True,
+              help="For a checkpoint with rematching steps (rematch in its card): match the reference again, "
+                   "guided by the output, and run the network or the paste gate on it; --no-rematch: the "
+                   "first pass only (faster).")
 @click.option("--y-channel", is_flag=True, help="Metrics on the Y channel (BT.601) instead of RGB.")
 @click.option("--crop", "metrics_crop", type=click.IntRange(min=0), default=0, help="Metrics border crop (px).")
 def command(source, scale, out, method, weights, prealign, detector, tile, overlap, batch, device, half, bf16,
             overwrite, save_flow, save_warped, save_depth, as_json, keep_going, shard, baseline, disparity_range,
-            reference_shift, back_projection, paste_gate, y_channel, metrics_crop):
+            reference_shift, back_projection, paste_gate, rematch, y_channel, metrics_crop):
     """Super-resolve LR/Ref pairs: SOURCE is a folder or a CSV file.
 
     \b
@@ -197,6 +201,7 @@ def command(source, scale, out, method, weights, prealign, detector, tile, overl
     if back_projection is not None and the_method.model is not None:
         the_method.back_projection = back_projection
     the_method.paste_gate = the_method.paste_gate and paste_gate
+    the_method.rematching = rematch
     console.notice(f"{len(pairs)} pair(s), {the_method.name} ×{scale} on {the_method.device}"
                    + (f" ({the_method.weights})" if the_method.weights else ""))
 

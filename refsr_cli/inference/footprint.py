@@ -117,31 +117,52 @@ def blends(method, footprint: Footprint | None) -> bool:
     return footprint is not None and method.needs_reference and not footprint.full
 
 
+def pair_inference(method, lr: torch.Tensor, ref: torch.Tensor | None, run: Callable | None = None,
+                   bound: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    """SR of the whole pair ``(lr, ref)`` (``1×3×h×w``, ``1×3×sh×sw``) by ``method``: ``run(method, lr, ref)``
+    (a whole-image or tiled call; default: ``method(lr, ref)``) on the reference ``method.bind_pair`` gives,
+    then its rematching steps (``method.rematch_steps``), each on the reference matched again with the output
+    so far as the guide: ``run`` again on it (``"network"``) or the output through the paste gate with it
+    (``"gate"``). Every step sees the whole image, as the first matching does. ``bound``: what
+    ``method.bind_pair(lr, ref)`` already returned for this pair."""
+    run = run or (lambda m, lr_, ref_: m(lr_, ref_))
+    sr, aux = run(method, lr, method.bind_pair(lr, ref) if bound is None else bound)
+    for step in method.rematch_steps if ref is not None else ():
+        matched = method.rematched(lr, ref, sr)
+        if step == "network":
+            sr, aux = run(method, lr, matched)
+        else:
+            sr = method.regated(lr, matched, sr)
+    return sr, aux
+
+
 def footprint_inference(method, lr: torch.Tensor, ref: torch.Tensor | None, footprint: Footprint | None,
-                        run: Callable) -> tuple[torch.Tensor, dict]:
+                        run: Callable | None = None) -> tuple[torch.Tensor, dict]:
     """SR of ``lr`` (``1×3×h×w``) with ``ref`` (``1×3×sh×sw``, prealigned when ``footprint`` is given):
-    ``run(method, lr, ref) -> (sr, aux)`` is a whole-image or tiled call.
+    ``run(method, lr, ref) -> (sr, aux)`` is a whole-image or tiled call (default: ``method(lr, ref)``).
 
     Where ``footprint`` says the reference has content in part of the view only, ``run`` goes over the
     footprint's LR crop for ``method`` and over the whole view for the single-image network
     (``method.fallback_method()``), blended by ``footprint.weights()``; ``aux`` then holds the reference
     path's intermediates pasted at their place (zero flow / the reference itself elsewhere). Otherwise —
     no footprint, one that covers the view, a single-image method or a baseline (nothing to fall back on),
-    nothing covered — ``method`` runs on the whole view. ``method.bind_pair`` reads the geometry of what
-    the reference path sees.
+    nothing covered — ``method`` runs on the whole view (:func:`pair_inference`). ``method.bind_pair`` reads the
+    geometry of what the reference path sees.
     """
+    run = run or (lambda m, lr_, ref_: m(lr_, ref_))
     single = method.fallback_method() if blends(method, footprint) else None
     box = footprint.lr_box(tuple(lr.shape[-2:])) if single is not None else None
     if box is None:
-        return run(method, lr, method.bind_pair(lr, ref))
+        return pair_inference(method, lr, ref, run)
     s = method.scale
     sr, _ = run(single, lr, None)
     sr = sr.float().clone()
     y0, y1, x0, x1 = box
-    crop_ref = method.bind_pair(lr[..., y0:y1, x0:x1], ref[..., s * y0:s * y1, s * x0:s * x1])
+    crop_lr, crop_ref = lr[..., y0:y1, x0:x1], ref[..., s * y0:s * y1, s * x0:s * x1]
+    bound = method.bind_pair(crop_lr, crop_ref)
     if method.reference_unmatched:       # the covered part matches nothing: single-image SR everywhere
         return sr, {}
-    inner, crop_aux = run(method, lr[..., y0:y1, x0:x1], crop_ref)
+    inner, crop_aux = pair_inference(method, crop_lr, crop_ref, run, bound)
     window = (..., slice(s * y0, s * y1), slice(s * x0, s * x1))
     w = footprint.weights()[window].to(sr.device)
     sr[window] = w * inner.float().to(sr.device) + (1 - w) * sr[window]

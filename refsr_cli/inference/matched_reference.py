@@ -16,6 +16,12 @@ inference (whole images, before any tiling: the matching must see the whole refe
 At inference the network's output then passes the *paste gate* (:func:`paste_gate`): where the matched
 reference already agrees with the LR, the back-projected paste replaces the network's output, whose
 small fusion network blurs a nearly exact paste (docs/real-suite.md, "the paste gate").
+
+*Rematching* (``rematch = [steps]``, with guided matching): the first pass's output is a better guide than
+the block matching's paste, so the reference is matched again with the output as the guide
+(:func:`rematched_reference`), and each step either runs the network again on it (``"network"``) or only
+passes the output through the paste gate with it (``"gate"``): docs/real-suite.md, "rematching". Each step
+costs a guided matching (and a network pass); training scores the first pass, validation all steps.
 """
 from __future__ import annotations
 
@@ -66,8 +72,16 @@ def matching_patch(model: nn.Module | None) -> int:
     return int(getattr(model, "matching_patch", None) or DEFAULT_MATCHING_PATCH)
 
 
+def rematch_steps(model: nn.Module | None) -> tuple[str, ...]:
+    """The steps ``model`` takes at inference after its first pass, each on the reference matched again with
+    the output before as the guide: ``"network"`` (another pass) or ``"gate"`` (the paste gate only)."""
+    model = getattr(model, "module", model)
+    return tuple(getattr(model, "rematch", ()) or ())
+
+
 def matched_reference(lr: torch.Tensor, ref: torch.Tensor, scale: int, iterations: int,
-                      guided: int = 0, patch: int = DEFAULT_MATCHING_PATCH) -> torch.Tensor:
+                      guided: int = 0, patch: int = DEFAULT_MATCHING_PATCH,
+                      guide: torch.Tensor | None = None) -> torch.Tensor:
     """``N×3×H×W``: ``ref`` (``N×3×(s·h)×(s·w)``) patch-matched onto the view of ``lr`` (``N×3×h×w``) —
     PatchMatch's overlap-averaged sharp patches, without its back-projection (the network has the LR).
 
@@ -86,19 +100,26 @@ def matched_reference(lr: torch.Tensor, ref: torch.Tensor, scale: int, iteration
     (``patch·s // 4``: the baseline's ``s/2`` at 2 LR pixels): patches of 3 LR pixels paste a reference
     closer to the truth than the baseline's 2 on real pairs, at about the same cost with the sparser
     centres (docs/real-suite.md, "larger patches").
+
+    ``guide`` (``N×3×H×W``, an estimate of the output, e.g. a network's output: rematching) replaces the paste
+    of the rounds before the guided ones, which are then skipped: the guided rounds start again from the
+    block matching anyway.
     """
-    if not 0 <= guided <= iterations:
-        raise RefsrError(f"guided matching: {guided} guided of {iterations} iterations")
+    if not 0 <= guided <= iterations or (guide is not None and not guided):
+        raise RefsrError(f"guided matching: {guided} guided of {iterations} iterations"
+                         + (" (a guide needs guided iterations)" if guide is not None else ""))
     lr, ref_f = lr.float(), ref.float()
     side = patch * scale + 1
     with torch.no_grad():
         flow, _ = match_flow(lr, downscale(ref_f, scale))
         options = dict(search_radius=MATCHING_SEARCH_RADIUS, features="luma", init_flow=flow, backproject=0,
-                       patch_size=side, stride=max(1, side // 4))
-        _, aux = patchmatch(lr, ref_f, scale, iterations=iterations - guided, **options)
+                       patch_size=side, stride=max(1, side // 4), maps=False)
+        if guide is None:
+            _, aux = patchmatch(lr, ref_f, scale, iterations=iterations - guided, **options)
+            if guided:
+                guide = back_project(aux["pasted"], lr, scale, GUIDE_BACK_PROJECTION)
         if guided:
-            guide = back_project(aux["pasted"], lr, scale, GUIDE_BACK_PROJECTION)
-            _, aux = patchmatch(lr, ref_f, scale, iterations=guided, guide=guide, **options)
+            _, aux = patchmatch(lr, ref_f, scale, iterations=guided, guide=guide.float(), **options)
     return aux["pasted"].to(ref.dtype)
 
 
@@ -108,6 +129,16 @@ def reference_for_network(model: nn.Module, lr: torch.Tensor, ref: torch.Tensor,
     if not iterations:
         return ref
     return matched_reference(lr, ref, scale, iterations, guided_matching(model), matching_patch(model))
+
+
+def rematched_reference(model: nn.Module, lr: torch.Tensor, ref: torch.Tensor, scale: int,
+                        output: torch.Tensor) -> torch.Tensor:
+    """The reference of a rematching step of ``model``: ``ref`` matched as for its first pass, its guided
+    iterations guided by ``output`` (``N×3×H×W``, the output so far) instead of the block matching's paste. The output already holds detail from the reference where it fits the LR, so the guided patch
+    distance tells candidates apart that the paste could not (measured gains in docs/real-suite.md,
+    "rematching")."""
+    return matched_reference(lr, ref, scale, reference_matching(model), guided_matching(model),
+                             matching_patch(model), guide=output.to(ref.device))
 
 
 def paste_gate(sr: torch.Tensor, pasted: torch.Tensor, lr: torch.Tensor, scale: int, rounds: int) -> torch.Tensor:

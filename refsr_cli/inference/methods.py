@@ -27,7 +27,8 @@ import torch.nn as nn
 from refsr_cli import console
 from refsr_cli.errors import RefsrError
 from refsr_cli.inference import BACK_PROJECTION
-from refsr_cli.inference.matched_reference import as_inferred, reference_for_network, reference_matching
+from refsr_cli.inference.matched_reference import (as_inferred, paste_gate, reference_for_network,
+                                                   reference_matching, rematch_steps, rematched_reference)
 from refsr_cli.ops.resize import back_project
 from refsr_cli.ops.warp import pad_bottom_right
 
@@ -121,6 +122,9 @@ class Method:
         # A network trained on matched references hands over to the matched reference itself where that
         # agrees with the LR (matched_reference.paste_gate); bind_pair gives __call__ that reference.
         self.paste_gate = bool(reference_matching(model))
+        # The checkpoint's rematching steps (matched_reference.rematch_steps) run unless this is turned off
+        # (refsr infer --no-rematch: the first pass only, faster).
+        self.rematching = True
         # Channels-last tensors: oneDNN's CPU convolutions run 1.2–1.6× faster on them (the networks'
         # outputs agree to 1e-5); set by load_method, which owns its model (not for a model in training).
         self.channels_last = False
@@ -210,6 +214,33 @@ class Method:
 
                 ref = shift(ref.float(), float(self.reference_shift[0]), float(self.reference_shift[1]))
         return ref
+
+    @property
+    def rematch_plan(self) -> tuple[str, ...]:
+        """The checkpoint's rematching steps this method runs after a first pass (``"network"``: another pass,
+        ``"gate"``: the paste gate only), each on the reference matched again with the output so far as its
+        guide (:func:`~refsr_cli.inference.matched_reference.rematched_reference`): none with ``rematching``
+        off or for a network without ``rematch``, and no ``"gate"`` step with the paste gate off."""
+        if not self.rematching:
+            return ()
+        return tuple(step for step in rematch_steps(self.model) if step != "gate" or self.paste_gate)
+
+    @property
+    def rematch_steps(self) -> tuple[str, ...]:
+        """:attr:`rematch_plan` for the pair bound last: none where its reference matches nothing."""
+        return () if self.reference_unmatched else self.rematch_plan
+
+    def rematched(self, lr: torch.Tensor, ref: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+        """The reference of a rematching step: ``ref`` (the one given to :meth:`bind_pair`) matched again
+        onto ``lr``'s view, guided by ``output`` (the output so far, whole image)."""
+        ref, lr = (ref if ref.dim() == 4 else ref[None]), (lr if lr.dim() == 4 else lr[None])
+        output = output if output.dim() == 4 else output[None]
+        return rematched_reference(self.model, lr.to(ref.device), ref, self.scale, output)
+
+    def regated(self, lr: torch.Tensor, matched: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+        """A ``"gate"`` step: ``output`` (whole image) through the paste gate with the ``matched`` reference."""
+        with torch.inference_mode():
+            return paste_gate(output.float(), matched, lr, self.scale, self.back_projection)
 
     def fallback_method(self) -> "Method | None":
         """The single-image method that replaces this one on a pair whose reference matches nothing: the

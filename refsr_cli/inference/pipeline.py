@@ -45,7 +45,9 @@ SETTINGS_FILE = "settings.json"
 SETTING_OPTIONS = {"method": "--method", "scale": "--scale", "weights_digest": "--weights",
                    "precision": "--half/--bf16", "prealign": "--prealign/--detector",
                    "geometry": "--baseline/--disparity-range/--reference-shift", "back_projection": "--back-projection",
-                   "paste_gate": "--paste-gate/--no-paste-gate"}
+                   "paste_gate": "--paste-gate/--no-paste-gate", "rematch": "--rematch/--no-rematch"}
+# What a record written before a setting existed meant by its absence (no rematching then).
+SETTING_BEFORE = {"rematch": []}
 
 
 @dataclass
@@ -104,6 +106,7 @@ def output_settings(method: Method, prealign: bool = False, detector: str = "sif
                                                              if method.given_shift is not None else {})}) or None,
             "back_projection": method.back_projection,
             "paste_gate": method.paste_gate,
+            "rematch": list(method.rematch_plan),
             "weights": os.path.abspath(method.weights) if method.weights else None}
 
 
@@ -121,12 +124,15 @@ def _plain(value):
 def setting_differences(recorded: dict, settings: dict) -> list[str]:
     """The settings in which ``recorded`` differs from ``settings``, as ``--option old (this run: new)``."""
     def shown(record: dict, key: str):
-        value = record.get(key)
+        value = record.get(key, SETTING_BEFORE.get(key))
         if key == "weights_digest":  # name the file; the digest is what is compared
             return f"{record.get('weights')} (digest {value})"
+        if key == "rematch":
+            return ", ".join(value) or "off"
         return {"prealign": "off", "geometry": "read from each pair"}.get(key, "none") if value is None else value
 
-    differing = [key for key in SETTING_OPTIONS if recorded.get(key) != settings.get(key)]
+    differing = [key for key in SETTING_OPTIONS
+                 if recorded.get(key, SETTING_BEFORE.get(key)) != settings.get(key, SETTING_BEFORE.get(key))]
     if "method" in differing:  # other weights go without saying
         differing = [key for key in differing if key != "weights_digest"]
     return [f"{SETTING_OPTIONS[key]} {shown(recorded, key)} (this run: {shown(settings, key)})" for key in differing]
@@ -349,7 +355,9 @@ def run_pair(pair: Pair, out_dir: Path, method: Method, *, tile: int = DEFAULT_T
                      f"iteration{'s' if matching != 1 else ''}"
                      + (f", {'the last ' + str(guided) if guided < matching else 'all'} guided by a first paste"
                         if guided else "") + ") before the network"
-                     + ("; paste gate on" if method.paste_gate else ""))
+                     + ("; paste gate on" if method.paste_gate else "")
+                     + (f"; then matched again guided by the output: {', '.join(method.rematch_steps)}"
+                        if method.rematch_steps else ""))
     del lr, ref
     if before_writing is not None:
         before_writing()

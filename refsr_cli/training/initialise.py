@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from refsr_cli.archs import GUIDED_MATCHING, MATCHING_PATCH, REFERENCE_MATCHING
+from refsr_cli.archs import GUIDED_MATCHING, MATCHING_PATCH, REFERENCE_MATCHING, REMATCH
 from refsr_cli.archs.checkpoint import load_model
 from refsr_cli.errors import RefsrError
 
@@ -22,7 +22,8 @@ def initialise(model: nn.Module, config: dict) -> None:
     # same weights mean. Keys the architecture lists as weight-free (RefSR-Net's search window) may differ.
     # A network starts from raw-reference weights when it learns to take a matched reference (or a
     # guided one).
-    free = set(getattr(model, "weight_free_config", ())) | {REFERENCE_MATCHING, GUIDED_MATCHING, MATCHING_PATCH}
+    free = set(getattr(model, "weight_free_config", ())) | {REFERENCE_MATCHING, GUIDED_MATCHING, MATCHING_PATCH,
+                                                           REMATCH}
     if _without(source.config, free) != _without(model.config, free):
         raise RefsrError(f"{config['init']}: its configuration {source.config} does not match this run's "
                          f"{model.config}")

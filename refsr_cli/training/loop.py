@@ -40,8 +40,9 @@ from refsr_cli.data.files import atomic_write, check_writable_dir, folder_lock, 
 from refsr_cli.data.store import read_digest
 from refsr_cli.errors import RefsrError
 from refsr_cli.inference import BACK_PROJECTION
-from refsr_cli.inference.matched_reference import (as_inferred, matched_reference, reference_for_network,
-                                                   reference_matching)
+from refsr_cli.inference.matched_reference import (as_inferred, matched_reference, paste_gate,
+                                                   reference_for_network, reference_matching, rematch_steps,
+                                                   rematched_reference)
 from refsr_cli.training.config import loss_weights, model_kwargs, uses_loss
 from refsr_cli.training.initialise import initialise
 from refsr_cli.training.losses.terms import LossContext, compute_loss
@@ -467,6 +468,12 @@ def _validation_pairs(path: str, config: dict, skipped: list[str] | None = None)
     return list(iter_test_pairs(path, config["scale"], k, skipped=skipped))
 
 
+def _validation_pass(model, lr: torch.Tensor, ref: torch.Tensor, scale: int, gated: bool) -> torch.Tensor:
+    """One network pass, scored as the training loss scores it (``gated``: as inference hands it out)."""
+    sr = model(lr, ref, scale)[0].float()
+    return as_inferred(sr, ref, lr, scale, BACK_PROJECTION) if gated else sr
+
+
 @torch.inference_mode()
 def _validate(model, pairs, scale: int, device, gated: bool = False) -> dict:
     from refsr_cli.metrics import psnr, ssim
@@ -475,10 +482,11 @@ def _validate(model, pairs, scale: int, device, gated: bool = False) -> dict:
     p, s = [], []
     for _name, lr, ref, hr in pairs:
         lr, ref = lr[None].to(device), ref[None].to(device)
-        ref = reference_for_network(model, lr, ref, scale)
-        sr, _ = model(lr, ref, scale)
-        if gated:   # as the training loss scores it
-            sr = as_inferred(sr.float(), ref, lr, scale, BACK_PROJECTION)
+        sr = _validation_pass(model, lr, reference_for_network(model, lr, ref, scale), scale, gated)
+        for step in rematch_steps(model):       # as inference runs it
+            matched = rematched_reference(model, lr, ref, scale, sr.clamp(0, 1))
+            sr = (_validation_pass(model, lr, matched, scale, gated) if step == "network"
+                  else paste_gate(sr, matched, lr, scale, BACK_PROJECTION))
         sr = sr[0].float().clamp(0, 1).cpu()
         p.append(psnr(sr, hr))
         s.append(ssim(sr, hr))
