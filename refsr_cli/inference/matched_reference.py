@@ -134,9 +134,9 @@ def reference_for_network(model: nn.Module, lr: torch.Tensor, ref: torch.Tensor,
 def rematched_reference(model: nn.Module, lr: torch.Tensor, ref: torch.Tensor, scale: int,
                         output: torch.Tensor) -> torch.Tensor:
     """The reference of a rematching step of ``model``: ``ref`` matched as for its first pass, its guided
-    iterations guided by ``output`` (``N×3×H×W``, the output so far) instead of the block matching's paste. The output already holds detail from the reference where it fits the LR, so the guided patch
-    distance tells candidates apart that the paste could not (measured gains in docs/real-suite.md,
-    "rematching")."""
+    iterations guided by ``output`` (``N×3×H×W``, the output so far) instead of the block matching's paste.
+    The output already holds detail from the reference where it fits the LR, so the guided patch distance
+    tells candidates apart that the paste could not (measured gains in docs/real-suite.md, "rematching")."""
     return matched_reference(lr, ref, scale, reference_matching(model), guided_matching(model),
                              matching_patch(model), guide=output.to(ref.device))
 
