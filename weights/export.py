@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from refsr_cli.archs import REMATCH
 from refsr_cli.archs.checkpoint import export_checkpoint, read_checkpoint
 from refsr_cli.errors import RefsrError
 from refsr_cli.training.plateau import CONVERGED, PlateauRule
@@ -100,7 +101,7 @@ def main() -> None:
                      "weights/README.md), not the paper size: no GPU was available to train it")}
     config = {}
     if args.rematch:
-        config = {"rematch": args.rematch.split(",")}
+        config = {REMATCH: args.rematch.split(",")}
         card["rematch_chosen"] = ("after training, on 80 real pairs neither the bench nor the networks saw "
                                   "(docs/real-suite.md, \"rematching\")")
     try:

@@ -122,7 +122,7 @@ def _timed(method, lr: torch.Tensor, ref: torch.Tensor, footprint=None):
     start = time.perf_counter()
     ref = ref[None]
     # Reading the pair's geometry (bind_pair) and any single-image path are part of the method's time.
-    result = footprint_inference(method, lr[None], ref, footprint, lambda m, lr_, ref_: m(lr_, ref_))
+    result = footprint_inference(method, lr[None], ref, footprint)
     if method.device.type == "cuda":
         torch.cuda.synchronize(method.device)
     return time.perf_counter() - start, result

@@ -117,6 +117,11 @@ def blends(method, footprint: Footprint | None) -> bool:
     return footprint is not None and method.needs_reference and not footprint.full
 
 
+def whole_image(method, lr: torch.Tensor, ref: torch.Tensor | None) -> tuple[torch.Tensor, dict]:
+    """The default ``run`` of :func:`pair_inference` and :func:`footprint_inference`: one untiled call."""
+    return method(lr, ref)
+
+
 def pair_inference(method, lr: torch.Tensor, ref: torch.Tensor | None, run: Callable | None = None,
                    bound: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
     """SR of the whole pair ``(lr, ref)`` (``1×3×h×w``, ``1×3×sh×sw``) by ``method``: ``run(method, lr, ref)``
@@ -125,7 +130,7 @@ def pair_inference(method, lr: torch.Tensor, ref: torch.Tensor | None, run: Call
     so far as the guide: ``run`` again on it (``"network"``) or the output through the paste gate with it
     (``"gate"``). Every step sees the whole image, as the first matching does. ``bound``: what
     ``method.bind_pair(lr, ref)`` already returned for this pair."""
-    run = run or (lambda m, lr_, ref_: m(lr_, ref_))
+    run = run or whole_image
     sr, aux = run(method, lr, method.bind_pair(lr, ref) if bound is None else bound)
     for step in method.rematch_steps if ref is not None else ():
         matched = method.rematched(lr, ref, sr)
@@ -149,7 +154,7 @@ def footprint_inference(method, lr: torch.Tensor, ref: torch.Tensor | None, foot
     nothing covered — ``method`` runs on the whole view (:func:`pair_inference`). ``method.bind_pair`` reads the
     geometry of what the reference path sees.
     """
-    run = run or (lambda m, lr_, ref_: m(lr_, ref_))
+    run = run or whole_image
     single = method.fallback_method() if blends(method, footprint) else None
     box = footprint.lr_box(tuple(lr.shape[-2:])) if single is not None else None
     if box is None:
