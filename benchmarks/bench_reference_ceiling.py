@@ -3,16 +3,22 @@
     python benchmarks/bench_reference_ceiling.py --scale 4
     python benchmarks/bench_reference_ceiling.py --scale 4 --weights crossnetpp=runs/x/best.pt
 
-For every case of the real-pair suite (docs/real-suite.md) each reference-based network runs, at its
-defaults (back-projection; no centring shift: these references are aligned already), with
+For every case of the real-pair suite (docs/real-suite.md) each reference-based network runs one pass (no
+rematching steps), at its defaults (back-projection, paste gate; no centring shift: the references below
+are aligned already), with
 
+* ``own``: the pair's own reference, as ``refsr infer`` gives it (matched, for the networks that match);
+* ``guided``: the pair's own reference matched with the ground truth as the guide of the matcher's guided
+  iteration (a rematching step with a perfect output as its guide; networks with guided matching only) —
+  how far better matching of the same reference could take the network;
 * ``aligned``: PatchMatch's pasted reference (its aligned sharp patches before back-projection) — the
   correspondence problem solved as well as our best matcher solves it;
 * ``oracle``: the ground truth itself — a perfect, perfectly aligned reference.
 
 A network whose ``oracle`` mean is near PatchMatch's real-reference mean cannot beat PatchMatch by
 matching better: its synthesis does not pass a reference's detail through, and only retraining (or more
-capacity) moves it. Prints one row per case and the means, PatchMatch's (own reference) beside them.
+capacity) moves it. A ``guided`` mean near ``own`` says the same of the matcher: its candidates, not its
+guide, limit what the pair's reference gives. Prints one row per case and the means, PatchMatch's (own reference) beside them.
 """
 from __future__ import annotations
 
@@ -21,9 +27,11 @@ import argparse
 import torch
 
 from refsr_cli.bench.real_suite import case_pair, real_cases
+from refsr_cli.inference.matched_reference import guided_matching
 from refsr_cli.inference.methods import load_method
 
 NETWORKS = ("crossnet", "crossnetpp", "crossmpi", "refsrnet")
+MODES = ("own", "guided", "aligned", "oracle")
 
 
 def psnr(sr: torch.Tensor, hr: torch.Tensor) -> float:
@@ -46,7 +54,7 @@ def main() -> None:
     nets = {v: load_method(v, args.scale, weights=chosen.get(v)) for v in (chosen or NETWORKS)}
     for net in nets.values():
         net.given_shift = (0, 0)
-    columns = ["patchmatch"] + [f"{v}/{mode}" for v in nets for mode in ("aligned", "oracle")]
+    columns = ["patchmatch"] + [f"{v}/{mode}" for v in nets for mode in MODES]
     scores = {c: [] for c in columns}
     print("case".ljust(20) + "".join(c.rjust(20) for c in columns))
     for case in cases:
@@ -54,9 +62,15 @@ def main() -> None:
         lr, ref, hr = lr[None], ref[None], hr[None]
         sr, aux = patchmatch(lr, ref)
         scores["patchmatch"].append(psnr(sr, hr))
-        for mode, given in (("aligned", aux["pasted"].clamp(0, 1)), ("oracle", hr)):
-            for variant, net in nets.items():
-                out, _ = net(lr, net.bind_pair(lr, given))
+        for variant, net in nets.items():
+            for mode, given in (("own", ref), ("guided", ref), ("aligned", aux["pasted"].clamp(0, 1)), ("oracle", hr)):
+                bound = net.bind_pair(lr, given)    # binds the pair for the call below (and reads its geometry)
+                if mode == "guided":
+                    if not guided_matching(net.model) or net.reference_unmatched:
+                        scores[f"{variant}/{mode}"].append(float("nan"))
+                        continue
+                    bound = net.rematched(lr, ref, hr)
+                out, _ = net(lr, bound)
                 scores[f"{variant}/{mode}"].append(psnr(out, hr))
         print(name.ljust(20) + "".join(f"{scores[c][-1]:20.2f}" for c in columns), flush=True)
     print("mean".ljust(20) + "".join(f"{sum(v) / len(v):20.2f}" for v in scores.values()))
