@@ -9,7 +9,8 @@ are aligned already), with
 
 * ``own``: the pair's own reference, as ``refsr infer`` gives it (matched, for the networks that match);
 * ``guided``: the pair's own reference matched with the ground truth as the guide of the matcher's guided
-  iteration (a rematching step with a perfect output as its guide; networks with guided matching only) —
+  iteration, at the matcher's guide weight (a rematching step with a perfect output as its guide; networks
+  with guided matching only) —
   how far better matching of the same reference could take the network;
 * ``aligned``: PatchMatch's pasted reference (its aligned sharp patches before back-projection) — the
   correspondence problem solved as well as our best matcher solves it;
