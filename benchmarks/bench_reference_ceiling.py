@@ -9,17 +9,17 @@ are aligned already), with
 
 * ``own``: the pair's own reference, as ``refsr infer`` gives it (matched, for the networks that match);
 * ``guided``: the pair's own reference matched with the ground truth as the guide of the matcher's guided
-  iteration, at the matcher's guide weight (a rematching step with a perfect output as its guide; networks
-  with guided matching only) —
-  how far better matching of the same reference could take the network;
+  iteration (a rematching step with a perfect output as its guide; networks with guided matching only) —
+  how far a better guide could take the network, at the guide weight the matcher uses;
 * ``aligned``: PatchMatch's pasted reference (its aligned sharp patches before back-projection) — the
   correspondence problem solved as well as our best matcher solves it;
 * ``oracle``: the ground truth itself — a perfect, perfectly aligned reference.
 
 A network whose ``oracle`` mean is near PatchMatch's real-reference mean cannot beat PatchMatch by
 matching better: its synthesis does not pass a reference's detail through, and only retraining (or more
-capacity) moves it. A ``guided`` mean near ``own`` says the same of the matcher: its candidates, not its
-guide, limit what the pair's reference gives. Prints one row per case and the means, PatchMatch's (own reference) beside them.
+capacity) moves it. That guide weight was chosen for imperfect guides; a perfect one weighted more gives
+more (docs/real-suite.md, "what is left at ×4"). Prints one row per case and the means, PatchMatch's (own
+reference) beside them.
 """
 from __future__ import annotations
 
@@ -63,9 +63,10 @@ def main() -> None:
         lr, ref, hr = lr[None], ref[None], hr[None]
         sr, aux = patchmatch(lr, ref)
         scores["patchmatch"].append(psnr(sr, hr))
+        references = {"own": ref, "guided": ref, "aligned": aux["pasted"].clamp(0, 1), "oracle": hr}
         for variant, net in nets.items():
-            for mode, given in (("own", ref), ("guided", ref), ("aligned", aux["pasted"].clamp(0, 1)), ("oracle", hr)):
-                bound = net.bind_pair(lr, given)    # binds the pair for the call below (and reads its geometry)
+            for mode in MODES:
+                bound = net.bind_pair(lr, references[mode])    # binds the pair for the call below
                 if mode == "guided":
                     if not guided_matching(net.model) or net.reference_unmatched:
                         scores[f"{variant}/{mode}"].append(float("nan"))
