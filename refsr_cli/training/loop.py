@@ -484,7 +484,7 @@ def _validate(model, pairs, scale: int, device, gated: bool = False) -> dict:
         lr, ref = lr[None].to(device), ref[None].to(device)
         sr = _validation_pass(model, lr, reference_for_network(model, lr, ref, scale), scale, gated)
         for step in rematch_steps(model):       # as inference runs it
-            matched = rematched_reference(model, lr, ref, scale, sr.clamp(0, 1))
+            matched = rematched_reference(model, lr, ref, scale, sr)   # unclamped, as pair_inference guides
             sr = (_validation_pass(model, lr, matched, scale, gated) if step == "network"
                   else paste_gate(sr, matched, lr, scale, BACK_PROJECTION))
         sr = sr[0].float().clamp(0, 1).cpu()
