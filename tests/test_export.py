@@ -55,21 +55,30 @@ def test_export_records_each_stage_and_convergence(tiny_lf_store, tmp_path):
 
 
 def test_export_sets_rematching_steps_chosen_after_training_and_refuses_wrong_ones(tiny_lf_store, tmp_path):
-    """``--rematch network,gate``: the shipped checkpoint (not the run's) rebuilds with those steps, the card
-    says so; steps the network cannot take (MDSR has no matched reference) are refused, nothing written."""
+    """``--rematch network,gate`` (and ``--matching-patch 3,5,7``): the shipped checkpoint (not the run's)
+    rebuilds with those steps and sides, the card says so; steps the network cannot take (MDSR has no matched
+    reference) and repeated or malformed sides are refused, nothing written."""
     store = tmp_path / "runs"
     config = {**resolve_config("crossnet", scale=4, model_size="tiny", crop=[32, 32], batch=1, iters=1,
                                checkpoint_every=1, data=[str(tiny_lf_store)])}
     config["model"] = {**config.get("model", {}), "reference_matching": 1, "guided_matching": 1}
     train(config, store / "guided", device="cpu")
-    _export("crossnet", 4, store / "guided", "--rematch", "network,gate", "--out", tmp_path / "w")
+    _export("crossnet", 4, store / "guided", "--rematch", "network,gate", "--matching-patch", "3,5,7",
+            "--out", tmp_path / "w")
     model, _ = load_model(tmp_path / "w" / "crossnet_x4.pt")
     card = json.loads((tmp_path / "w" / "crossnet_x4.json").read_text())
     assert model.rematch == ("network", "gate") and card["config"]["rematch"] == ["network", "gate"]
     assert "tuning" not in card["rematch_chosen"] and "80 real pairs" in card["rematch_chosen"]
+    assert model.matching_patch == (3, 5, 7) and card["config"]["matching_patch"] == [3, 5, 7]
+    assert "80 real pairs" in card["matching_patch_chosen"]
     assert load_model(store / "guided" / "model.pt")[0].rematch == ()
     train(_config(tiny_lf_store, iters=1), store / "plain", device="cpu")
     result = subprocess.run([sys.executable, str(EXPORT), "mdsr", "4", str(store / "plain"), "--rematch", "gate",
                              "--out", str(tmp_path / "bad")], capture_output=True, text=True)
     assert result.returncode != 0 and "rematch" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "bad" / "mdsr_x4.pt").exists()
+    for sides in ("3,3", "3,x"):                  # repeated or not whole: refused, nothing written
+        result = subprocess.run([sys.executable, str(EXPORT), "crossnet", "4", str(store / "guided"),
+                                 "--matching-patch", sides, "--out", str(tmp_path / "bad")], capture_output=True, text=True)
+        assert result.returncode != 0 and "matching" in result.stderr and "Traceback" not in result.stderr
+        assert not (tmp_path / "bad" / "crossnet_x4.pt").exists()

@@ -83,6 +83,62 @@ def test_matching_patch_is_kept_sets_the_patches_and_leaves_older_checkpoints_as
             build_model("crossmpi", **{**config, **wrong})
 
 
+def test_several_matching_patches_are_kept_and_blend_their_pastes_by_their_agreement_with_the_lr(tmp_path):
+    """``matching_patch = [3, 5]``: the reference is matched once per side from the same block matching and
+    the pastes are blended per pixel by their LR residual (``paste_consensus``): the blend lies between the
+    two pastes everywhere, and where one paste is wrong (it does not downsample to the LR) the other wins."""
+    from refsr_cli.inference.matched_reference import lr_residual, paste_consensus
+
+    config = {**_tiny("crossmpi"), "reference_matching": 1, "guided_matching": 1}
+    model = build_model("crossmpi", **config, matching_patch=[3, 5]).eval()
+    save_checkpoint(tmp_path / "m.pt", model, 4)
+    assert load_model(tmp_path / "m.pt")[0].matching_patch == (3, 5) and model.config["matching_patch"] == [3, 5]
+    hr = _scene(3, (96, 160))
+    ref = torch.roll(hr, shifts=(4, 19), dims=(2, 3))
+    lr = downscale(hr, 4)
+    blended = reference_for_network(model, lr, ref, 4)
+    three, five = (matched_reference(lr, ref, 4, 1, 1, side) for side in (3, 5))
+    assert torch.equal(matched_reference(lr, ref, 4, 1, 1, (3,)), three)
+    assert torch.equal(blended, paste_consensus([three, five], lr, 4))
+    assert not torch.equal(blended, three) and not torch.equal(blended, five)
+    low, high = torch.minimum(three, five), torch.maximum(three, five)
+    assert bool(((blended >= low - 1e-5) & (blended <= high + 1e-5)).all())
+    # One paste right, one with a wrong block (another scene's content): the blend follows the right one.
+    wrong = hr.clone()
+    wrong[..., 32:64, 48:112] = _scene(9, (32, 64))
+    mixed = paste_consensus([wrong, hr], lr, 4)
+    inside = (..., slice(40, 56), slice(56, 104))
+    assert (mixed - hr)[inside].abs().mean() < 0.1 * (wrong - hr)[inside].abs().mean()
+    assert float(lr_residual(hr, lr, 4).max()) < 1e-4 < float(lr_residual(wrong, lr, 4)[inside].min())
+    for wrong_sides in ([3, 3], [], [3, 0], [3, True]):
+        with pytest.raises(Exception, match="matching_patch"):
+            build_model("crossmpi", **config, matching_patch=wrong_sides)
+
+
+def test_training_and_infer_take_several_matching_patches(tiny_lf_store, tmp_path):
+    """A recipe's ``matching_patch = [2, 3]`` trains and validates on the blended paste, the checkpoint keeps
+    the list, and ``refsr infer`` runs it and says so."""
+    recipe = tmp_path / "patches.toml"
+    recipe.write_text("paste_gate_loss = true\n[model]\nreference_matching = 1\nguided_matching = 1\n"
+                      "matching_patch = [2, 3]\nmin_disparity = -2.0\nmax_disparity = 2.0\n")
+    runner = CliRunner()
+    result = runner.invoke(main, ["--quiet", "train", "--variant", "crossmpi", "--data", str(tiny_lf_store),
+                                  "--model-size", "tiny", "--crop", "48", "48", "--batch", "2", "--scale", "4",
+                                  "--device", "cpu", "--iters", "2", "--val-every", "2", "--checkpoint-every", "2",
+                                  "--out", str(tmp_path / "run"), "--config", str(recipe)])
+    assert result.exit_code == 0, result.output
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(r["val_psnr"]) for r in log if "val_psnr" in r) and any("loss" in r for r in log)
+    assert load_model(tmp_path / "run" / "model.pt")[0].matching_patch == (2, 3)
+    pairs = tmp_path / "pairs"
+    hr = _scene(3, (64, 96))
+    _write_pair(pairs, hr, torch.roll(hr, 9, 3))
+    result = runner.invoke(main, ["infer", str(pairs), "--scale", "4", "--weights", str(tmp_path / "run" / "model.pt"),
+                                  "--out", str(tmp_path / "sr")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "sr" / "a_sr.png").exists() and "patches of 2, 3 LR px, pastes blended" in result.output
+
+
 def test_rematch_steps_are_kept_refused_without_guided_matching_and_run_on_the_output_guided_reference(
         tiny_lf_store, tmp_path):
     """``rematch = ["network", "gate"]``: after the first pass the reference is matched again with the output

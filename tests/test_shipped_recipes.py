@@ -61,23 +61,28 @@ def test_every_variant_and_scale_is_shipped():
                                          for s in (4, 8)}
 
 
-def _export_rematch(checkpoint: Path) -> list[str]:
-    """The rematching steps weights/train.sh has its export give ``checkpoint`` (its ``case`` table)."""
+def _export_config(checkpoint: Path) -> dict:
+    """The weight-free keys weights/train.sh has its export give ``checkpoint`` (its ``case`` tables of
+    rematching steps and matched patch sides)."""
     variant, scale = checkpoint.stem.rsplit("_x", 1)
     script = (ROOT / "weights" / "train.sh").read_text()
-    table = script[script.index('case "${variant}_x${scale}" in\n'):]
-    table = table[:table.index("\nesac\n") + len("\nesac\n")]
-    out = subprocess.run(["bash", "-c", f'variant={variant}; scale={scale}; {table} echo "${{rematch[@]}}"'],
-                         capture_output=True, text=True, check=True).stdout.split()
-    return out[1].split(",") if out else []
+    tables = script[script.index('case "${variant}_x${scale}" in\n'):script.index("\n$python weights/export.py")]
+    out = subprocess.run(["bash", "-c", f'variant={variant}; scale={scale}; {tables}\n'
+                                        'echo "${rematch[@]}"; echo "${patches[@]}"'],
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    config = {}
+    if out[0]:
+        config["rematch"] = out[0].split()[1].split(",")
+    if out[1]:
+        config["matching_patch"] = [int(side) for side in out[1].split()[1].split(",")]
+    return config
 
 
 @pytest.mark.parametrize("checkpoint", SHIPPED, ids=lambda p: p.stem)
 def test_recipe_builds_the_shipped_architecture(checkpoint):
-    """The recipe's network, with the rematching steps weights/train.sh exports it with."""
+    """The recipe's network, with the rematching steps and patch sides weights/train.sh exports it with."""
     config = _resolved(checkpoint)
-    rematch = _export_rematch(checkpoint)
-    model = build_model(config["variant"], **model_kwargs(config), **({"rematch": rematch} if rematch else {}))
+    model = build_model(config["variant"], **{**model_kwargs(config), **_export_config(checkpoint)})
     assert model.config == read_checkpoint(checkpoint)["config"]
 
 

@@ -1,14 +1,16 @@
 """Export a trained run as a shipped checkpoint with its model card (weights/train.sh calls this).
 
     python weights/export.py VARIANT SCALE RUN [--earlier RUN_OR_CARD ...] [--wall SECONDS] [--threads N] [--float32]
-                             [--rematch STEP,...] [--out DIR]
+                             [--rematch STEP,...] [--matching-patch P,...] [--out DIR]
 
 RUN is the run folder of the last training stage; its best checkpoint by validation PSNR (else its
 latest) becomes ``DIR/VARIANT_xSCALE.pt`` (float16 unless --float32; DIR defaults to weights/) and the
 card ``DIR/VARIANT_xSCALE.json``. Each --earlier names an earlier stage, oldest first: its run folder, or
 the card of a checkpoint the last stage started from when that run folder is gone (the card keeps that
 stage's record). --rematch sets the checkpoint's rematching steps (``[model] rematch``, weight-free),
-chosen after training on the tuning pairs (docs/real-suite.md, "rematching").
+chosen after training on the tuning pairs (docs/real-suite.md, "rematching"); --matching-patch the sides
+of the matched patches (``[model] matching_patch``, weight-free; several: their pastes are blended), chosen
+the same way (docs/real-suite.md, "patch sizes").
 """
 import argparse
 import json
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from refsr_cli.archs import REMATCH
+from refsr_cli.archs import MATCHING_PATCH, REMATCH
 from refsr_cli.archs.checkpoint import export_checkpoint, read_checkpoint
 from refsr_cli.errors import RefsrError
 from refsr_cli.training.plateau import CONVERGED, PlateauRule
@@ -78,6 +80,8 @@ def main() -> None:
     parser.add_argument("--float32", action="store_true")
     parser.add_argument("--rematch", default=None,
                         help="rematching steps after the first pass, comma-separated: network, gate")
+    parser.add_argument("--matching-patch", default=None,
+                        help="sides in LR pixels of the matched patches, comma-separated (several: blended)")
     parser.add_argument("--out", type=Path, default=WEIGHTS)
     args = parser.parse_args()
 
@@ -101,9 +105,16 @@ def main() -> None:
                      "weights/README.md), not the paper size: no GPU was available to train it")}
     config = {}
     if args.rematch:
-        config = {REMATCH: args.rematch.split(",")}
+        config[REMATCH] = args.rematch.split(",")
         card["rematch_chosen"] = ("after training, on 80 real pairs neither the bench nor the networks saw "
                                   "(docs/real-suite.md, \"rematching\")")
+    if args.matching_patch:
+        try:
+            config[MATCHING_PATCH] = [int(p) for p in args.matching_patch.split(",")]
+        except ValueError:
+            raise SystemExit(f"export.py: --matching-patch {args.matching_patch!r}: whole numbers, comma-separated") from None
+        card["matching_patch_chosen"] = ("after training, on 80 real pairs neither the bench nor the networks "
+                                         "saw (docs/real-suite.md, \"patch sizes\")")
     try:
         print(export_checkpoint(_source(args.run), args.out / f"{args.variant}_x{args.scale}.pt",
                                 half=not args.float32, card=card, config=config))

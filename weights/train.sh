@@ -71,4 +71,11 @@ case "${variant}_x${scale}" in
   crossmpi_x8|refsrnet_x8) rematch=(--rematch network) ;;
   *) rematch=() ;;
 esac
-$python weights/export.py "$variant" "$scale" "$last" "${earlier[@]}" --wall "$wall" "${dtype[@]}" "${rematch[@]}"
+# Matched patch sides, chosen the same way: several sides (their pastes blended per pixel) where that gains at
+# least 0.1 dB on those pairs (docs/real-suite.md, "patch sizes"); the rest keep the 3 of their recipe.
+case "${variant}_x${scale}" in
+  crossmpi_x4|crossnet_x4|crossnetpp_x4|refsrnet_x4) patches=(--matching-patch 3,5,7) ;;
+  *) patches=() ;;
+esac
+$python weights/export.py "$variant" "$scale" "$last" "${earlier[@]}" --wall "$wall" "${dtype[@]}" "${rematch[@]}" \
+  "${patches[@]}"

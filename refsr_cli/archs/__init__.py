@@ -128,7 +128,8 @@ REFERENCE_MATCHING = "reference_matching"
 # With it, ``guided_matching=K`` (≤ N): the last K of those iterations are guided by the paste before them.
 GUIDED_MATCHING = "guided_matching"
 # With it, ``matching_patch=P``: the matched and pasted patches span P LR pixels (absent: 2, the
-# PatchMatch baseline's patches, which the checkpoints before it were trained on).
+# PatchMatch baseline's patches, which the checkpoints before it were trained on); a list of sides matches
+# once per side and blends the pastes per pixel by their agreement with the LR (paste_consensus).
 MATCHING_PATCH = "matching_patch"
 # With guided matching, ``rematch=[steps]``: after the first pass the output guides the matching again, and
 # each step either runs the network again on that reference ("network") or passes the output through the
@@ -142,7 +143,8 @@ def build_model(name: str, **config) -> nn.Module:
 
     ``reference_matching=N`` (any variant): the network takes the reference patch-matched onto the LR's
     view by ``N`` PatchMatch iterations, the last ``guided_matching=K`` of them guided by the paste before
-    them, with patches spanning ``matching_patch=P`` LR pixels, and at inference the ``rematch`` steps, each on
+    them, with patches spanning ``matching_patch=P`` LR pixels (or each of a list of sides, their pastes
+    blended), and at inference the ``rematch`` steps, each on
     the reference matched again with the output before as the guide (inference/matched_reference.py); all
     kept in ``model.config`` so checkpoints rebuild them."""
     matching = int(config.pop(REFERENCE_MATCHING, 0) or 0)
@@ -155,9 +157,11 @@ def build_model(name: str, **config) -> nn.Module:
     if guided > matching:
         raise RefsrError(f"{GUIDED_MATCHING} ({guided}) counts guided ones among the {REFERENCE_MATCHING} "
                          f"iterations ({matching}): it cannot exceed them")
-    if patch is not None and (not matching or isinstance(patch, bool) or not isinstance(patch, int) or patch < 1):
+    sides = patch if isinstance(patch, (list, tuple)) else [patch]
+    if patch is not None and (not matching or not sides or len(set(sides)) < len(sides) or any(
+            isinstance(p, bool) or not isinstance(p, int) or p < 1 for p in sides)):
         raise RefsrError(f"{MATCHING_PATCH} ({patch}) is the matched patches' side in LR pixels (a whole "
-                         f"number ≥ 1) and needs {REFERENCE_MATCHING}")
+                         f"number ≥ 1, or a list of different ones) and needs {REFERENCE_MATCHING}")
     if (not isinstance(steps, (list, tuple)) or any(step not in REMATCH_STEPS for step in steps)
             or (steps and not guided)):
         raise RefsrError(f"{REMATCH} ({steps!r}) lists the steps after the first pass, each \"network\" or "
@@ -166,11 +170,13 @@ def build_model(name: str, **config) -> nn.Module:
     model = spec(name).builder(**config)
     model.variant = name
     model.reference_matching, model.guided_matching = matching, guided
-    model.matching_patch = None if patch is None else int(patch)
+    model.matching_patch = None if patch is None else patch if isinstance(patch, int) else tuple(patch)
     model.rematch = tuple(steps)
-    for key, value in ((REFERENCE_MATCHING, matching), (GUIDED_MATCHING, guided), (MATCHING_PATCH, patch)):
+    for key, value in ((REFERENCE_MATCHING, matching), (GUIDED_MATCHING, guided)):
         if value:
             model.config = {**model.config, key: int(value)}
+    if patch is not None:
+        model.config = {**model.config, MATCHING_PATCH: patch if isinstance(patch, int) else list(patch)}
     if steps:
         model.config = {**model.config, REMATCH: list(steps)}
     return model

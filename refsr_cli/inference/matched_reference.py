@@ -66,10 +66,12 @@ def guided_matching(model: nn.Module | None) -> int:
     return int(getattr(model, "guided_matching", 0) or 0)
 
 
-def matching_patch(model: nn.Module | None) -> int:
-    """Side in LR pixels of the patches ``model``'s reference is matched and pasted with."""
+def matching_patch(model: nn.Module | None) -> tuple[int, ...]:
+    """Sides in LR pixels of the patches ``model``'s reference is matched and pasted with: one, or several
+    whose pastes are combined (:func:`paste_consensus`)."""
     model = getattr(model, "module", model)
-    return int(getattr(model, "matching_patch", None) or DEFAULT_MATCHING_PATCH)
+    patch = getattr(model, "matching_patch", None) or DEFAULT_MATCHING_PATCH
+    return (int(patch),) if isinstance(patch, int) else tuple(int(p) for p in patch)
 
 
 def rematch_steps(model: nn.Module | None) -> tuple[str, ...]:
@@ -80,7 +82,7 @@ def rematch_steps(model: nn.Module | None) -> tuple[str, ...]:
 
 
 def matched_reference(lr: torch.Tensor, ref: torch.Tensor, scale: int, iterations: int,
-                      guided: int = 0, patch: int = DEFAULT_MATCHING_PATCH,
+                      guided: int = 0, patch: int | tuple[int, ...] = DEFAULT_MATCHING_PATCH,
                       guide: torch.Tensor | None = None) -> torch.Tensor:
     """``N×3×H×W``: ``ref`` (``N×3×(s·h)×(s·w)``) patch-matched onto the view of ``lr`` (``N×3×h×w``) —
     PatchMatch's overlap-averaged sharp patches, without its back-projection (the network has the LR).
@@ -99,7 +101,9 @@ def matched_reference(lr: torch.Tensor, ref: torch.Tensor, scale: int, iteration
     Patches span ``patch`` LR pixels (``patch·s + 1`` HR pixels), their centres a quarter patch apart
     (``patch·s // 4``: the baseline's ``s/2`` at 2 LR pixels): patches of 3 LR pixels paste a reference
     closer to the truth than the baseline's 2 on real pairs, at about the same cost with the sparser
-    centres (docs/real-suite.md, "larger patches").
+    centres (docs/real-suite.md, "larger patches"). Several sides (a tuple) match the reference once per
+    side, from the same block matching, and return the pastes' per-pixel :func:`paste_consensus`: pastes
+    of different sizes fail in different places (docs/real-suite.md, "patch sizes").
 
     ``guide`` (``N×3×H×W``, an estimate of the output, e.g. a network's output: rematching) replaces the paste
     of the rounds before the guided ones, which are then skipped: the guided rounds start again from the
@@ -109,18 +113,45 @@ def matched_reference(lr: torch.Tensor, ref: torch.Tensor, scale: int, iteration
         raise RefsrError(f"guided matching: {guided} guided of {iterations} iterations"
                          + (" (a guide needs guided iterations)" if guide is not None else ""))
     lr, ref_f = lr.float(), ref.float()
-    side = patch * scale + 1
+    sides = (patch,) if isinstance(patch, int) else tuple(patch)
     with torch.no_grad():
         flow, _ = match_flow(lr, downscale(ref_f, scale))
-        options = dict(search_radius=MATCHING_SEARCH_RADIUS, features="luma", init_flow=flow, backproject=0,
-                       patch_size=side, stride=max(1, side // 4), maps=False)
-        if guide is None:
-            _, aux = patchmatch(lr, ref_f, scale, iterations=iterations - guided, **options)
-            if guided:
-                guide = back_project(aux["pasted"], lr, scale, GUIDE_BACK_PROJECTION)
+        pastes = [_paste(lr, ref_f, scale, flow, iterations, guided, p * scale + 1, guide) for p in sides]
+        pasted = pastes[0] if len(pastes) == 1 else paste_consensus(pastes, lr, scale)
+    return pasted.to(ref.dtype)
+
+
+def _paste(lr: torch.Tensor, ref: torch.Tensor, scale: int, flow: torch.Tensor, iterations: int, guided: int,
+           side: int, guide: torch.Tensor | None) -> torch.Tensor:
+    """One paste of :func:`matched_reference`: patches of ``side`` HR pixels, started from ``flow``."""
+    options = dict(search_radius=MATCHING_SEARCH_RADIUS, features="luma", init_flow=flow, backproject=0,
+                   patch_size=side, stride=max(1, side // 4), maps=False)
+    if guide is None:
+        _, aux = patchmatch(lr, ref, scale, iterations=iterations - guided, **options)
         if guided:
-            _, aux = patchmatch(lr, ref_f, scale, iterations=guided, guide=guide.float(), **options)
-    return aux["pasted"].to(ref.dtype)
+            guide = back_project(aux["pasted"], lr, scale, GUIDE_BACK_PROJECTION)
+    if guided:
+        _, aux = patchmatch(lr, ref, scale, iterations=guided, guide=guide.float(), **options)
+    return aux["pasted"]
+
+
+def lr_residual(pasted: torch.Tensor, lr: torch.Tensor, scale: int) -> torch.Tensor:
+    """``N×1×H×W``: how far ``pasted`` (``N×3×H×W``) is from agreeing with ``lr`` (``N×3×(H/s)×(W/s)``) —
+    the absolute residual ``|pasted↓s − lr|`` (channel mean, brought to the HR grid), averaged over a
+    ``(2s+1)²`` window. A correctly matched patch downsamples to the LR almost exactly."""
+    s = int(scale)
+    residual = upscale((downscale(pasted, s) - lr).abs().mean(1, keepdim=True), s)
+    return F.avg_pool2d(residual, 2 * s + 1, stride=1, padding=s, count_include_pad=False)
+
+
+def paste_consensus(pastes: list[torch.Tensor], lr: torch.Tensor, scale: int) -> torch.Tensor:
+    """``N×3×H×W``: the ``pastes`` (each ``N×3×H×W``, matched with patches of different sizes) blended per
+    pixel by a softmax of their :func:`lr_residual` (temperature ``GATE_TAU_PER_SCALE · s``, the paste
+    gate's): where one size's patch agrees with the LR and another's does not (an occlusion edge that the
+    larger patch straddles, fine texture that the smaller one mismatches), that one's paste wins."""
+    residual = torch.cat([lr_residual(p, lr, scale) for p in pastes], 1)
+    weights = torch.softmax(-residual / (GATE_TAU_PER_SCALE * int(scale)), 1)
+    return sum(weights[:, i:i + 1] * p for i, p in enumerate(pastes))
 
 
 def reference_for_network(model: nn.Module, lr: torch.Tensor, ref: torch.Tensor, scale: int) -> torch.Tensor:
@@ -145,8 +176,7 @@ def paste_gate(sr: torch.Tensor, pasted: torch.Tensor, lr: torch.Tensor, scale: 
     """``N×3×H×W``: the network's output ``sr`` where the matched reference ``pasted`` disagrees with ``lr``,
     the paste where it agrees, each back-projected (``rounds``) and blended per pixel.
 
-    The paste's confidence is its own LR consistency: ``α = exp(−e / τ)``, ``e`` its absolute residual
-    ``|pasted↓s − lr|`` (channel mean, brought to the HR grid, averaged over a ``(2s+1)²`` window),
+    The paste's confidence is its own LR consistency: ``α = exp(−e / τ)``, ``e`` its :func:`lr_residual`,
     ``τ = GATE_TAU_PER_SCALE · s``. A correctly matched patch downsamples to the LR almost exactly; a
     wrong one (occlusion, another object, a reference of another scene) does not, and leaves the
     network's output in place. Shapes: ``sr``, ``pasted`` ``N×3×H×W``; ``lr`` ``N×3×(H/s)×(W/s)``.
@@ -154,9 +184,7 @@ def paste_gate(sr: torch.Tensor, pasted: torch.Tensor, lr: torch.Tensor, scale: 
     s = int(scale)
     lr = lr.to(sr.device, torch.float32)
     pasted = pasted.to(sr.device, torch.float32)
-    residual = upscale((downscale(pasted, s) - lr).abs().mean(1, keepdim=True), s)
-    residual = F.avg_pool2d(residual, 2 * s + 1, stride=1, padding=s, count_include_pad=False)
-    alpha = torch.exp(-residual / (GATE_TAU_PER_SCALE * s))
+    alpha = torch.exp(-lr_residual(pasted, lr, s) / (GATE_TAU_PER_SCALE * s))
     blended = alpha * back_project(pasted, lr, s, rounds) + (1 - alpha) * sr
     return back_project(blended, lr, s, rounds)
 

@@ -30,7 +30,7 @@ from refsr_cli.data.files import (PROBE_PREFIX, atomic_write, check_writable_dir
                                   remove_temporaries, write_json)
 from refsr_cli.data.image_io import array_to_tensor, encode_png, read_image, write_image
 from refsr_cli.inference.footprint import MIN_COVERAGE, Footprint, blends, footprint_inference
-from refsr_cli.inference.matched_reference import guided_matching, reference_matching
+from refsr_cli.inference.matched_reference import guided_matching, matching_patch, reference_matching
 from refsr_cli.inference.methods import Method
 from refsr_cli.data.pairs import Pair
 from refsr_cli.inference.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, tiled_inference
@@ -350,11 +350,14 @@ def run_pair(pair: Pair, out_dir: Path, method: Method, *, tile: int = DEFAULT_T
     if method.reference_shift != (0, 0):
         notes.append("reference shifted by ({:+d}, {:+d}) px to centre the parallax".format(*method.reference_shift))
     matching, guided = reference_matching(method.model), guided_matching(method.model)
+    sides = matching_patch(method.model)
     if matching and not method.reference_unmatched and unusable is None:
         notes.append(f"reference patch-matched onto the LR's view (block matching + {matching} PatchMatch "
                      f"iteration{'s' if matching != 1 else ''}"
                      + (f", {'the last ' + str(guided) if guided < matching else 'all'} guided by a first paste"
-                        if guided else "") + ") before the network"
+                        if guided else "")
+                     + (f"; patches of {', '.join(map(str, sides))} LR px, pastes blended" if len(sides) > 1 else "")
+                     + ") before the network"
                      + ("; paste gate on" if method.paste_gate else "")
                      + (f"; then matched again guided by the output: {', '.join(method.rematch_steps)}"
                         if method.rematch_steps else ""))
