@@ -84,9 +84,10 @@ def test_matching_patch_is_kept_sets_the_patches_and_leaves_older_checkpoints_as
 
 
 def test_several_matching_patches_are_kept_and_blend_their_pastes_by_their_agreement_with_the_lr(tmp_path):
-    """``matching_patch = [3, 5]``: the reference is matched once per side from the same block matching and
-    the pastes are blended per pixel by their LR residual (``paste_consensus``): the blend lies between the
-    two pastes everywhere, and where one paste is wrong (it does not downsample to the LR) the other wins."""
+    """``matching_patch = [3, 5]``: the reference is matched once per side from the same block matching, each
+    side's guided iteration guided by the first side's block-matching paste, and the pastes are blended per
+    pixel by their LR residual (``paste_consensus``): the blend lies between the two pastes everywhere, and
+    where one paste is wrong (it does not downsample to the LR) the other wins."""
     from refsr_cli.inference.matched_reference import lr_residual, paste_consensus
 
     config = {**_tiny("crossmpi"), "reference_matching": 1, "guided_matching": 1}
@@ -97,7 +98,9 @@ def test_several_matching_patches_are_kept_and_blend_their_pastes_by_their_agree
     ref = torch.roll(hr, shifts=(4, 19), dims=(2, 3))
     lr = downscale(hr, 4)
     blended = reference_for_network(model, lr, ref, 4)
-    three, five = (matched_reference(lr, ref, 4, 1, 1, side) for side in (3, 5))
+    guide = back_project(matched_reference(lr, ref, 4, 0, patch=3), lr, 4, GUIDE_BACK_PROJECTION)
+    three, five = (matched_reference(lr, ref, 4, 1, 1, side, guide=guide) for side in (3, 5))
+    assert torch.equal(three, matched_reference(lr, ref, 4, 1, 1, 3))
     assert torch.equal(matched_reference(lr, ref, 4, 1, 1, (3,)), three)
     assert torch.equal(blended, paste_consensus([three, five], lr, 4))
     assert not torch.equal(blended, three) and not torch.equal(blended, five)
