@@ -427,3 +427,41 @@ def test_infer_runs_the_rematching_steps_records_them_and_turns_them_off_with_no
     (tmp_path / "plain" / "settings.json").write_text(json.dumps(record))
     again = infer("p.pt", "plain")
     assert again.exit_code == 0 and "skipped" in again.output.lower(), again.output
+
+
+def test_infer_matching_patch_overrides_the_sides_records_them_and_refuses_what_does_not_apply(tmp_path):
+    """``refsr infer --matching-patch 2,3``: the reference is matched with those sides instead of the card's,
+    the notice and ``settings.json`` say so, a rerun into that folder with the card's sides is refused (and
+    gives other pixels), as is a folder whose record predates the setting; malformed sides and a network
+    that takes the raw reference are usage errors."""
+    from refsr_cli.data.image_io import read_image
+
+    config = {**_tiny("crossmpi"), "reference_matching": 1, "guided_matching": 1}
+    save_checkpoint(tmp_path / "p.pt", build_model("crossmpi", **config), 4)
+    save_checkpoint(tmp_path / "raw.pt", build_model("crossmpi", **_tiny("crossmpi")), 4)
+    pairs = tmp_path / "pairs"
+    hr = _scene(9, (64, 96))
+    _write_pair(pairs, hr, torch.roll(hr, (2, 7), (2, 3)))
+    runner = CliRunner()
+    infer = lambda weights, out, *more: runner.invoke(main, ["infer", str(pairs), "--scale", "4", "--weights",  # noqa: E731
+                                                             str(tmp_path / weights), "--out", str(tmp_path / out), *more])
+    result = infer("p.pt", "two", "--matching-patch", "2,3")
+    assert result.exit_code == 0, result.output
+    assert "patches of 2, 3 LR px, pastes blended" in result.output
+    assert json.loads((tmp_path / "two" / "settings.json").read_text())["matching_patch"] == [2, 3]
+    refused = infer("p.pt", "two")
+    assert refused.exit_code != 0 and "--matching-patch 2,3 (this run: 2)" in refused.output
+    assert infer("p.pt", "one").exit_code == 0
+    assert json.loads((tmp_path / "one" / "settings.json").read_text())["matching_patch"] == [2]
+    assert not torch.equal(read_image(tmp_path / "two" / "a_sr.png")[0], read_image(tmp_path / "one" / "a_sr.png")[0])
+    record = json.loads((tmp_path / "one" / "settings.json").read_text())
+    del record["matching_patch"]                             # as written before the setting existed
+    (tmp_path / "one" / "settings.json").write_text(json.dumps(record))
+    old = infer("p.pt", "one")
+    assert old.exit_code != 0 and "--matching-patch unrecorded (this run: 2)" in old.output
+    for bad in ("3,3", "0", "three", "3,"):
+        result = infer("p.pt", "bad", "--matching-patch", bad)
+        assert result.exit_code == 2 and "--matching-patch" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "bad").exists()                  # refused before the output folder is made
+    result = infer("raw.pt", "raw", "--matching-patch", "3")
+    assert result.exit_code == 2 and "reference_matching" in result.output and not any((tmp_path / "raw").iterdir())

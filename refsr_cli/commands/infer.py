@@ -85,11 +85,16 @@ def _fmt_metrics(metrics: dict | None) -> str:
               help="For a checkpoint with rematching steps (rematch in its card): match the reference again, "
                    "guided by the output, and run the network or the paste gate on it; --no-rematch: the "
                    "first pass only (faster).")
+@click.option("--matching-patch", default=None, metavar="P[,P...]",
+              help="For a network trained on matched references: the sides in LR pixels of the patches its "
+                   "reference is matched with, instead of its card's (several: the pastes are blended). "
+                   "E.g. 3: the ×4 networks' single-size matching, 1.8-1.9× faster than their 3,5,7 on the "
+                   "real suite and 0.1-0.2 dB lower.")
 @click.option("--y-channel", is_flag=True, help="Metrics on the Y channel (BT.601) instead of RGB.")
 @click.option("--crop", "metrics_crop", type=click.IntRange(min=0), default=0, help="Metrics border crop (px).")
 def command(source, scale, out, method, weights, prealign, detector, tile, overlap, batch, device, half, bf16,
             overwrite, save_flow, save_warped, save_depth, as_json, keep_going, shard, baseline, disparity_range,
-            reference_shift, back_projection, paste_gate, rematch, y_channel, metrics_crop):
+            reference_shift, back_projection, paste_gate, rematch, matching_patch, y_channel, metrics_crop):
     """Super-resolve LR/Ref pairs: SOURCE is a folder or a CSV file.
 
     \b
@@ -168,6 +173,13 @@ def command(source, scale, out, method, weights, prealign, detector, tile, overl
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--shard") from None
     save = [key for key, flag in (("flow", save_flow), ("warped", save_warped), ("depth", save_depth)) if flag]
+    sides = None
+    if matching_patch is not None:
+        parts = matching_patch.split(",")
+        if not all(p.strip().isdigit() and int(p) >= 1 for p in parts) or len(set(map(int, parts))) < len(parts):
+            raise click.BadParameter(f"{matching_patch!r}: whole numbers ≥ 1, different, comma-separated (e.g. 3 "
+                                     f"or 3,5,7)", param_hint="--matching-patch")
+        sides = tuple(int(p) for p in parts)
 
     # -- the run ---------------------------------------------------------------------------------------
     pairs = discover_pairs(source)
@@ -184,6 +196,11 @@ def command(source, scale, out, method, weights, prealign, detector, tile, overl
         # Its reference is patch-matched onto the LR's view first: there is no displacement left to give.
         raise click.UsageError(f"--baseline/--disparity-range/--reference-shift do not apply to {the_method.weights}: "
                                f"it takes the reference patch-matched onto the LR's view (reference_matching)")
+    if sides is not None:
+        if not reference_matching(the_method.model):
+            raise click.UsageError(f"--matching-patch applies to networks that take a matched reference "
+                                   f"(reference_matching), not to {the_method.weights or the_method.name}")
+        the_method.model.matching_patch = sides
     if baseline or disparity_range:
         recipe = spec(the_method.name).recipe if the_method.model is not None else None
         if recipe is None or recipe.pair_options is None:

@@ -45,9 +45,11 @@ SETTINGS_FILE = "settings.json"
 SETTING_OPTIONS = {"method": "--method", "scale": "--scale", "weights_digest": "--weights",
                    "precision": "--half/--bf16", "prealign": "--prealign/--detector",
                    "geometry": "--baseline/--disparity-range/--reference-shift", "back_projection": "--back-projection",
-                   "paste_gate": "--paste-gate/--no-paste-gate", "rematch": "--rematch/--no-rematch"}
-# What a record written before a setting existed meant by its absence (no rematching then).
-SETTING_BEFORE = {"rematch": []}
+                   "paste_gate": "--paste-gate/--no-paste-gate", "rematch": "--rematch/--no-rematch",
+                   "matching_patch": "--matching-patch"}
+# What a record written before a setting existed meant by its absence (no rematching then; the patch sides
+# unrecorded: a matched-reference network's record from then differs from any sides, and is not reused).
+SETTING_BEFORE = {"rematch": [], "matching_patch": None}
 
 
 @dataclass
@@ -107,6 +109,7 @@ def output_settings(method: Method, prealign: bool = False, detector: str = "sif
             "back_projection": method.back_projection,
             "paste_gate": method.paste_gate,
             "rematch": list(method.rematch_plan),
+            "matching_patch": list(matching_patch(method.model)) if reference_matching(method.model) else None,
             "weights": os.path.abspath(method.weights) if method.weights else None}
 
 
@@ -129,6 +132,8 @@ def setting_differences(recorded: dict, settings: dict) -> list[str]:
             return f"{record.get('weights')} (digest {value})"
         if key == "rematch":
             return ", ".join(value) or "off"
+        if key == "matching_patch":
+            return ",".join(map(str, value)) if value else "unrecorded"
         return {"prealign": "off", "geometry": "read from each pair"}.get(key, "none") if value is None else value
 
     differing = [key for key in SETTING_OPTIONS
