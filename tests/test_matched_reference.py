@@ -397,6 +397,17 @@ def test_infer_applies_the_paste_gate_to_a_matching_network_and_records_it(tmp_p
     assert Method.from_model(build_model("crossmpi", **_tiny("crossmpi")), scale=4).paste_gate is False
 
 
+def _infer_on_a_pair(tmp_path):
+    """``infer(weights, out, *options)``: ``refsr infer`` at ×4 on a folder of one displaced textured pair,
+    ``weights`` and ``out`` named inside ``tmp_path``."""
+    pairs = tmp_path / "pairs"
+    hr = _scene(9, (64, 96))
+    _write_pair(pairs, hr, torch.roll(hr, (2, 7), (2, 3)))
+    runner = CliRunner()
+    return lambda weights, out, *more: runner.invoke(main, ["infer", str(pairs), "--scale", "4", "--weights",
+                                                            str(tmp_path / weights), "--out", str(tmp_path / out), *more])
+
+
 def test_infer_runs_the_rematching_steps_records_them_and_turns_them_off_with_no_rematch(tmp_path):
     """A checkpoint with ``rematch``: ``refsr infer`` runs its steps and records them (a rerun without them
     into the same folder is refused, and gives other pixels); a folder recorded before the setting existed
@@ -406,12 +417,7 @@ def test_infer_runs_the_rematching_steps_records_them_and_turns_them_off_with_no
     config = {**_tiny("crossmpi"), "reference_matching": 1, "guided_matching": 1}
     save_checkpoint(tmp_path / "r.pt", build_model("crossmpi", **config, rematch=["network", "gate"]), 4)
     save_checkpoint(tmp_path / "p.pt", build_model("crossmpi", **config), 4)
-    pairs = tmp_path / "pairs"
-    hr = _scene(9, (64, 96))
-    _write_pair(pairs, hr, torch.roll(hr, (2, 7), (2, 3)))
-    runner = CliRunner()
-    infer = lambda weights, out, *more: runner.invoke(main, ["infer", str(pairs), "--scale", "4", "--weights",  # noqa: E731
-                                                             str(tmp_path / weights), "--out", str(tmp_path / out), *more])
+    infer = _infer_on_a_pair(tmp_path)
     result = infer("r.pt", "on")
     assert result.exit_code == 0, result.output
     assert "matched again guided by the output: network, gate" in result.output
@@ -439,12 +445,7 @@ def test_infer_matching_patch_overrides_the_sides_records_them_and_refuses_what_
     config = {**_tiny("crossmpi"), "reference_matching": 1, "guided_matching": 1}
     save_checkpoint(tmp_path / "p.pt", build_model("crossmpi", **config), 4)
     save_checkpoint(tmp_path / "raw.pt", build_model("crossmpi", **_tiny("crossmpi")), 4)
-    pairs = tmp_path / "pairs"
-    hr = _scene(9, (64, 96))
-    _write_pair(pairs, hr, torch.roll(hr, (2, 7), (2, 3)))
-    runner = CliRunner()
-    infer = lambda weights, out, *more: runner.invoke(main, ["infer", str(pairs), "--scale", "4", "--weights",  # noqa: E731
-                                                             str(tmp_path / weights), "--out", str(tmp_path / out), *more])
+    infer = _infer_on_a_pair(tmp_path)
     result = infer("p.pt", "two", "--matching-patch", "2,3")
     assert result.exit_code == 0, result.output
     assert "patches of 2, 3 LR px, pastes blended" in result.output
