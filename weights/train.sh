@@ -71,8 +71,8 @@ case "${variant}_x${scale}" in
   crossmpi_x8|refsrnet_x8) rematch=(--rematch network) ;;
   *) rematch=() ;;
 esac
-# Matched patch sides, chosen the same way: several sides (their pastes blended per pixel) where that gains at
-# least 0.1 dB on those pairs (docs/real-suite.md, "patch sizes"); the rest keep the 3 of their recipe.
+# Matched patch sides, chosen on the same pairs: the best list there (their pastes blended per pixel) where it
+# gains at least 0.1 dB over one side (docs/real-suite.md, "patch sizes"); the rest keep the 3 of their recipe.
 case "${variant}_x${scale}" in
   crossmpi_x4|crossnet_x4|crossnetpp_x4|refsrnet_x4) patches=(--matching-patch 3,5,7) ;;
   *) patches=() ;;
