@@ -20,7 +20,9 @@ import time
 
 import torch
 
+from refsr_cli.archs import matching_sides
 from refsr_cli.bench.real_suite import case_pair, real_cases
+from refsr_cli.errors import RefsrError
 from refsr_cli.inference.footprint import pair_inference
 from refsr_cli.inference.methods import load_method
 from refsr_cli.metrics import psnr
@@ -52,14 +54,18 @@ def main() -> None:
     parser.add_argument("--tuning", default=None, help="a refsr prepare video store (HDF5) to draw the tuning pairs from")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    try:
+        lists = {text: matching_sides(text) for text in args.patches}
+    except RefsrError as exc:
+        parser.error(str(exc))
     torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
     method = load_method(args.network, args.scale)
     sets = {"suite": [case_pair(case, args.scale) for case in real_cases()[0]]}
     if args.tuning:
         sets["tuning"] = tuning_pairs(args.tuning, args.scale)
-    for sides in args.patches:
-        method.model.matching_patch = tuple(int(side) for side in sides.split(","))
+    for sides, parsed in lists.items():
+        method.model.matching_patch = parsed
         for label, pairs in sets.items():
             start, scores = time.perf_counter(), []
             for _, lr, ref, hr in pairs:

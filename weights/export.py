@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from refsr_cli.archs import MATCHING_PATCH, REMATCH
+from refsr_cli.archs import MATCHING_PATCH, REMATCH, matching_sides
 from refsr_cli.archs.checkpoint import export_checkpoint, read_checkpoint
 from refsr_cli.errors import RefsrError
 from refsr_cli.training.plateau import CONVERGED, PlateauRule
@@ -110,9 +110,9 @@ def main() -> None:
                                   "(docs/real-suite.md, \"rematching\")")
     if args.matching_patch:
         try:
-            config[MATCHING_PATCH] = [int(p) for p in args.matching_patch.split(",")]
-        except ValueError:
-            raise SystemExit(f"export.py: --matching-patch {args.matching_patch!r}: whole numbers, comma-separated") from None
+            config[MATCHING_PATCH] = list(matching_sides(args.matching_patch))
+        except RefsrError as exc:
+            raise SystemExit(f"export.py: --matching-patch: {exc}") from None
         card["matching_patch_chosen"] = ("after training, on 80 real pairs neither the bench nor the networks "
                                          "saw (docs/real-suite.md, \"patch sizes\")")
     try:

@@ -138,6 +138,21 @@ REMATCH = "rematch"
 REMATCH_STEPS = ("network", "gate")
 
 
+def matching_sides(patch) -> tuple[int, ...]:
+    """The sides of a ``matching_patch`` value — a whole number, a list of them or their text (``"3,5,7"``,
+    as the command line and ``weights/export.py`` take it) — refused unless each is a whole number ≥ 1 and
+    all differ."""
+    if isinstance(patch, str):
+        parts = [int(p) if p.strip().isdigit() else p for p in patch.split(",")]
+    else:
+        parts = list(patch) if isinstance(patch, (list, tuple)) else [patch]
+    if not parts or len(set(parts)) < len(parts) or any(isinstance(p, bool) or not isinstance(p, int) or p < 1
+                                                         for p in parts):
+        raise RefsrError(f"{MATCHING_PATCH} ({patch}) is the matched patches' side in LR pixels (a whole number "
+                         f"≥ 1, or a list of different ones)")
+    return tuple(parts)
+
+
 def build_model(name: str, **config) -> nn.Module:
     """Build variant ``name``; ``config`` overrides its paper-size defaults (e.g. width for tiny models).
 
@@ -157,11 +172,10 @@ def build_model(name: str, **config) -> nn.Module:
     if guided > matching:
         raise RefsrError(f"{GUIDED_MATCHING} ({guided}) counts guided ones among the {REFERENCE_MATCHING} "
                          f"iterations ({matching}): it cannot exceed them")
-    sides = patch if isinstance(patch, (list, tuple)) else [patch]
-    if patch is not None and (not matching or not sides or len(set(sides)) < len(sides) or any(
-            isinstance(p, bool) or not isinstance(p, int) or p < 1 for p in sides)):
-        raise RefsrError(f"{MATCHING_PATCH} ({patch}) is the matched patches' side in LR pixels (a whole "
-                         f"number ≥ 1, or a list of different ones) and needs {REFERENCE_MATCHING}")
+    if patch is not None:
+        matching_sides(patch)
+        if not matching:
+            raise RefsrError(f"{MATCHING_PATCH} ({patch}) sets the matched patches and needs {REFERENCE_MATCHING}")
     if (not isinstance(steps, (list, tuple)) or any(step not in REMATCH_STEPS for step in steps)
             or (steps and not guided)):
         raise RefsrError(f"{REMATCH} ({steps!r}) lists the steps after the first pass, each \"network\" or "

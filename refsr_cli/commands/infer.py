@@ -175,11 +175,12 @@ def command(source, scale, out, method, weights, prealign, detector, tile, overl
     save = [key for key, flag in (("flow", save_flow), ("warped", save_warped), ("depth", save_depth)) if flag]
     sides = None
     if matching_patch is not None:
-        parts = matching_patch.split(",")
-        if not all(p.strip().isdigit() and int(p) >= 1 for p in parts) or len(set(map(int, parts))) < len(parts):
-            raise click.BadParameter(f"{matching_patch!r}: whole numbers ≥ 1, different, comma-separated (e.g. 3 "
-                                     f"or 3,5,7)", param_hint="--matching-patch")
-        sides = tuple(int(p) for p in parts)
+        from refsr_cli.archs import matching_sides
+
+        try:
+            sides = matching_sides(matching_patch)
+        except RefsrError as exc:
+            raise click.BadParameter(f"{exc} (e.g. 3 or 3,5,7)", param_hint="--matching-patch") from None
 
     # -- the run ---------------------------------------------------------------------------------------
     pairs = discover_pairs(source)
