@@ -95,17 +95,23 @@ def test_patchmatch_same_on_gpu(shifted_pair):
 
 
 def test_patch_descriptors_are_the_rows_of_a_dilated_strided_unfold():
-    """PatchMatch's descriptors (a strided view copied once) hold, row for row, the samples that
-    ``F.unfold`` takes around each centre — at the pitches and strides the baseline and the networks'
+    """PatchMatch's descriptors (a strided view copied once) and the strips it gathers the reference's
+    descriptors from hold, row for row, the samples that ``F.unfold`` takes around each centre (in the
+    order sample row, channel, sample column) — at the pitches and strides the baseline and the networks'
     matcher use, odd image sides included."""
     import importlib
 
     import torch.nn.functional as F
 
-    descriptors = importlib.import_module("refsr_cli.inference.baselines.patchmatch")._descriptors
+    module = importlib.import_module("refsr_cli.inference.baselines.patchmatch")
     x = torch.rand(1, 2, 37, 51, generator=torch.Generator().manual_seed(0))
     for radius, pitch, stride in ((2, 2, 1), (3, 2, 3), (3, 4, 6), (2, 4, 4), (1, 1, 2)):
-        pad = radius * pitch
+        pad, k = radius * pitch, 2 * radius + 1
         padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
-        expected = F.unfold(padded, 2 * radius + 1, dilation=pitch, stride=stride)[0].t()
-        assert torch.equal(descriptors(x, radius, pitch, stride), expected)
+        unfolded = F.unfold(padded, k, dilation=pitch, stride=stride)[0].t()
+        expected = unfolded.view(-1, 2, k, k).transpose(1, 2).reshape(unfolded.shape)
+        assert torch.equal(module._descriptors(x, radius, pitch, stride), expected)
+        every = F.unfold(padded, k, dilation=pitch)[0].t()
+        at = torch.tensor([0, 50, 51 * 36 + 50, 51 * 17 + 3])
+        strips = module._Strips(x, radius, pitch).gather(at)
+        assert torch.equal(strips, every[at].view(-1, 2, k, k).transpose(1, 2).reshape(len(at), -1))
