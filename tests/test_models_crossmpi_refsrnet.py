@@ -296,3 +296,27 @@ def test_vgg_perceptual_and_crossmpi_loss(tmp_path):
     assert sr2.grad is not None and sr2.grad.abs().sum() > 0
     no_vgg = crossmpi_loss(sr2, hr, {"lr_synth": lr_synth}, lr)
     torch.testing.assert_close(no_vgg, terms["l1"] + 0.2 * terms["internal"])
+
+
+def test_folding_batch_norm_keeps_refsrnets_output():
+    """Inference folds RefSR-Net's BatchNorms into their convolutions: with running statistics and affine
+    parameters far from the identity the network's output stays the same, and no BatchNorm is left."""
+    from refsr_cli.archs.blocks import fold_batch_norm
+
+    torch.manual_seed(0)
+    model = build_model("refsrnet", cc_channels=[4, 8], cc_dilations=[1, 2], cc_out=8, ss_channels=8, ss_blocks=1,
+                        ref_channels=[4, 8, 8, 8])
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.3, 0.3)
+    model.eval()
+    lr, ref = torch.rand(1, 3, 16, 16), torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        before = model(lr, ref, 4)[0]
+        assert fold_batch_norm(model) == 2
+        after = model(lr, ref, 4)[0]
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert torch.allclose(before, after, atol=1e-5)

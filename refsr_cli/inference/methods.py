@@ -333,6 +333,7 @@ def load_method(name: str | None, scale: int, weights: str | os.PathLike | None 
     """
     from refsr_cli.archs import checkpoint as ckpt
     from refsr_cli.archs import spec, variants
+    from refsr_cli.archs.blocks import fold_batch_norm
 
     known_baselines = baselines()
     if name is not None and name in known_baselines and name not in variants():
@@ -375,6 +376,7 @@ def load_method(name: str | None, scale: int, weights: str | os.PathLike | None 
     meta = {k: payload.get(k) for k in ("variant", "scale", "meta")}
     method = Method(variant, scale, model, model_spec.input_multiple, model_spec.needs_reference, device,
                     half, weights=weights, checkpoint=meta, model=model, recipe=model_spec.recipe)
+    fold_batch_norm(model)        # an inference-only copy: nothing trains it afterwards
     if device.type == "cpu":      # measured on CPU only (benchmarks/bench_models.py)
         model.to(memory_format=torch.channels_last)
         method.channels_last = True
