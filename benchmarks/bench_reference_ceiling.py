@@ -28,7 +28,7 @@ import argparse
 import torch
 
 from refsr_cli.bench.real_suite import case_pair, real_cases
-from refsr_cli.inference.matched_reference import guided_matching
+from refsr_cli.inference.matched_reference import guided_matching, rematched_reference
 from refsr_cli.inference.methods import load_method
 
 NETWORKS = ("crossnet", "crossnetpp", "crossmpi", "refsrnet")
@@ -71,7 +71,7 @@ def main() -> None:
                     if not guided_matching(net.model) or net.reference_unmatched:
                         scores[f"{variant}/{mode}"].append(float("nan"))
                         continue
-                    bound = net.rematched(lr, ref, hr)
+                    bound = rematched_reference(net.model, lr, ref, args.scale, hr)
                 out, _ = net(lr, bound)
                 scores[f"{variant}/{mode}"].append(psnr(out, hr))
         print(name.ljust(20) + "".join(f"{scores[c][-1]:20.2f}" for c in columns), flush=True)

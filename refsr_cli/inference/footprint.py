@@ -26,6 +26,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from refsr_cli.inference.matched_reference import rematched_output
+
 # LR pixels over which the blend rises from single-image to reference-based SR. Both results are
 # back-projected onto the same LR, so they differ only in detail finer than it, and a ramp of one LR pixel
 # hides the switch. A wider one mixes single-image SR into the covered region, where the reference path is
@@ -132,12 +134,17 @@ def pair_inference(method, lr: torch.Tensor, ref: torch.Tensor | None, run: Call
     ``method.bind_pair(lr, ref)`` already returned for this pair."""
     run = run or whole_image
     sr, aux = run(method, lr, method.bind_pair(lr, ref) if bound is None else bound)
-    for step in method.rematch_steps if ref is not None else ():
-        matched = method.rematched(lr, ref, sr)
-        if step == "network":
-            sr, aux = run(method, lr, matched)
-        else:
-            sr = method.regated(lr, matched, sr)
+    if ref is None or not method.rematch_steps:
+        return sr, aux
+
+    def network_pass(matched: torch.Tensor) -> torch.Tensor:
+        nonlocal aux
+        out, aux = run(method, lr, matched)
+        return out
+
+    with torch.no_grad():
+        sr = rematched_output(method.model, method.rematch_steps, lr.to(ref.device), ref, method.scale, sr,
+                              network_pass, method.back_projection)
     return sr, aux
 
 

@@ -176,6 +176,20 @@ def rematched_reference(model: nn.Module, lr: torch.Tensor, ref: torch.Tensor, s
                              matching_patch(model), guide=output.to(ref.device))
 
 
+def rematched_output(model: nn.Module, steps: tuple[str, ...], lr: torch.Tensor, ref: torch.Tensor, scale: int,
+                     output: torch.Tensor, network_pass, rounds: int) -> torch.Tensor:
+    """``output`` (``N×3×H×W``, a first pass) after the rematching ``steps``: each matches ``ref`` again guided
+    by the output so far (:func:`rematched_reference`), then either ``network_pass(matched)`` (``"network"``)
+    or the :func:`paste_gate` of the output with it (``"gate"``, ``rounds`` of back-projection). Inference
+    (:func:`refsr_cli.inference.footprint.pair_inference`) and validation run the steps through this, so that
+    validation scores what inference hands out."""
+    for step in steps:
+        matched = rematched_reference(model, lr, ref, scale, output)
+        output = network_pass(matched) if step == "network" else paste_gate(output.float(), matched, lr, scale,
+                                                                            rounds)
+    return output
+
+
 def paste_gate(sr: torch.Tensor, pasted: torch.Tensor, lr: torch.Tensor, scale: int, rounds: int) -> torch.Tensor:
     """``N×3×H×W``: the network's output ``sr`` where the matched reference ``pasted`` disagrees with ``lr``,
     the paste where it agrees, each back-projected (``rounds``) and blended per pixel.

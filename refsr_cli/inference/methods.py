@@ -27,8 +27,8 @@ import torch.nn as nn
 from refsr_cli import console
 from refsr_cli.errors import RefsrError
 from refsr_cli.inference import BACK_PROJECTION
-from refsr_cli.inference.matched_reference import (as_inferred, paste_gate, reference_for_network,
-                                                   reference_matching, rematch_steps, rematched_reference)
+from refsr_cli.inference.matched_reference import (as_inferred, reference_for_network, reference_matching,
+                                                   rematch_steps)
 from refsr_cli.ops.resize import back_project
 from refsr_cli.ops.warp import pad_bottom_right
 
@@ -229,18 +229,6 @@ class Method:
     def rematch_steps(self) -> tuple[str, ...]:
         """:attr:`rematch_plan` for the pair bound last: none where its reference matches nothing."""
         return () if self.reference_unmatched else self.rematch_plan
-
-    def rematched(self, lr: torch.Tensor, ref: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
-        """The reference of a rematching step: ``ref`` (the one given to :meth:`bind_pair`) matched again
-        onto ``lr``'s view, guided by ``output`` (the output so far, whole image)."""
-        ref, lr = (ref if ref.dim() == 4 else ref[None]), (lr if lr.dim() == 4 else lr[None])
-        output = output if output.dim() == 4 else output[None]
-        return rematched_reference(self.model, lr.to(ref.device), ref, self.scale, output)
-
-    def regated(self, lr: torch.Tensor, matched: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
-        """A ``"gate"`` step: ``output`` (whole image) through the paste gate with the ``matched`` reference."""
-        with torch.inference_mode():
-            return paste_gate(output.float(), matched, lr, self.scale, self.back_projection)
 
     def fallback_method(self) -> "Method | None":
         """The single-image method that replaces this one on a pair whose reference matches nothing: the

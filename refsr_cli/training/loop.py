@@ -40,9 +40,8 @@ from refsr_cli.data.files import atomic_write, check_writable_dir, folder_lock, 
 from refsr_cli.data.store import read_digest
 from refsr_cli.errors import RefsrError
 from refsr_cli.inference import BACK_PROJECTION
-from refsr_cli.inference.matched_reference import (as_inferred, matched_reference, paste_gate,
-                                                   reference_for_network, reference_matching, rematch_steps,
-                                                   rematched_reference)
+from refsr_cli.inference.matched_reference import (as_inferred, matched_reference, reference_for_network,
+                                                   reference_matching, rematch_steps, rematched_output)
 from refsr_cli.training.config import loss_weights, model_kwargs, uses_loss
 from refsr_cli.training.initialise import initialise
 from refsr_cli.training.losses.terms import LossContext, compute_loss
@@ -483,10 +482,8 @@ def _validate(model, pairs, scale: int, device, gated: bool = False) -> dict:
     for _name, lr, ref, hr in pairs:
         lr, ref = lr[None].to(device), ref[None].to(device)
         sr = _validation_pass(model, lr, reference_for_network(model, lr, ref, scale), scale, gated)
-        for step in rematch_steps(model):       # as inference runs it
-            matched = rematched_reference(model, lr, ref, scale, sr)   # unclamped, as pair_inference guides
-            sr = (_validation_pass(model, lr, matched, scale, gated) if step == "network"
-                  else paste_gate(sr, matched, lr, scale, BACK_PROJECTION))
+        sr = rematched_output(model, rematch_steps(model), lr, ref, scale, sr,      # as inference runs them
+                              lambda matched: _validation_pass(model, lr, matched, scale, gated), BACK_PROJECTION)
         sr = sr[0].float().clamp(0, 1).cpu()
         p.append(psnr(sr, hr))
         s.append(ssim(sr, hr))
