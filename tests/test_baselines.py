@@ -115,3 +115,22 @@ def test_patch_descriptors_are_the_rows_of_a_dilated_strided_unfold():
         at = torch.tensor([0, 50, 51 * 36 + 50, 51 * 17 + 3])
         strips = module._Strips(x, radius, pitch).gather(at)
         assert torch.equal(strips, every[at].view(-1, 2, k, k).transpose(1, 2).reshape(len(at), -1))
+
+
+def test_paste_in_two_bands_matches_one_band():
+    """With more than one torch thread PatchMatch samples its paste in two bands of centre rows at once; the
+    result is the one-band paste of a single thread, up to float summation order."""
+    g = torch.Generator().manual_seed(3)
+    hr = torch.rand(1, 3, 128, 160, generator=g)            # 64×80 centres at ×4: above the two-band threshold
+    ref = torch.roll(hr, shifts=(2, -5), dims=(-2, -1))
+    lr = downscale(hr, 4)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one, one_aux = patchmatch(lr, ref, 4, iterations=1)
+        torch.set_num_threads(2)
+        two, two_aux = patchmatch(lr, ref, 4, iterations=1)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.allclose(one_aux["pasted"], two_aux["pasted"], atol=1e-5)
+    assert torch.allclose(one, two, atol=1e-5)

@@ -38,6 +38,8 @@ backward-warp convention ``Ref(p + flow(p))`` of :mod:`refsr_cli.ops.warp`), ``"
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import torch
 import torch.nn.functional as F
 
@@ -47,6 +49,9 @@ from refsr_cli.ops.resize import back_project, downscale, upscale
 from refsr_cli.ops.warp import backward_warp
 
 _JUMPS = (8, 4, 2, 1)
+
+# Centres from which a paste is sampled in two bands at once (_paste): below, the thread costs more than it saves.
+_TWO_BANDS = 4096
 
 # Weight of the guide's band against the LR band in the patch distance (``guide``), at ×4 and ×8 (linear
 # in between): chosen on 20 real frame pairs that neither the bench nor the shipped networks saw (ViSP's
@@ -212,27 +217,51 @@ def _paste(ref: torch.Tensor, fx: torch.Tensor, fy: torch.Tensor, field: _Field,
 
     ``ref``: ``1×3×H×W``; ``fx``, ``fy``: ``gh×gw`` offsets (float). Returns ``(sum, count)``
     (``1×3×H×W`` and ``1×1×H×W``) from :func:`torch.nn.functional.fold`.
+
+    The rows of centres are pasted in two halves, one of them in a second thread: ``grid_sample`` runs on one
+    core whatever the thread count, and it is most of a paste's time (a 736×496 output's 13-px patches: about
+    110 of 140 ms), so two halves at once take about 0.6× as long on two cores. Each half is folded into its
+    own band of the canvas (``fold`` without padding: every patch lies inside), and the bands are summed
+    where they overlap — the same sums up to float order.
     """
     h, w, r = field.h, field.w, p // 2
-    u = torch.arange(-r, r + 1, device=ref.device, dtype=ref.dtype)
-    # grid_sample coordinates (align_corners=True) of the p×p patch pixels (rows = y, cols = x) × L
-    # centres, written straight into one tensor — in this order the sampled 1×3×p²×L tensor is already
-    # fold's (C·p·p)×L layout, with no transposed copy.
-    ax, ay = 2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)
-    grid = torch.empty(p, p, field.gh * field.gw, 2, device=ref.device, dtype=ref.dtype)
-    gx, gy = grid[..., 0], grid[..., 1]
-    gx.copy_((field.xc.to(ref.dtype) + fx).reshape(1, 1, -1)).add_(u.view(1, -1, 1)).mul_(ax).sub_(1.0)
-    gy.copy_((field.yc.to(ref.dtype) + fy).reshape(1, 1, -1)).add_(u.view(-1, 1, 1)).mul_(ay).sub_(1.0)
-    patches = F.grid_sample(ref, grid.view(1, p * p, -1, 2), mode="bilinear", padding_mode="border",
-                            align_corners=True)
-    cols = patches.reshape(1, 3 * p * p, -1)                 # (C·p·p) × L, as fold expects
-    total = F.fold(cols, (h, w), p, stride=stride, padding=r)
+    gh, gw = field.gh, field.gw
+    canvas = ref.new_zeros(1, 3, (gh - 1) * stride + p, (gw - 1) * stride + p)
+
+    def band(rows: slice) -> tuple[int, torch.Tensor]:
+        n = rows.stop - rows.start
+        # grid_sample coordinates (align_corners=True) of the p×p patch pixels (rows = y, cols = x) × the
+        # band's centres, written straight into one tensor — in this order the sampled 1×3×p²×L tensor is
+        # already fold's (C·p·p)×L layout, with no transposed copy.
+        u = torch.arange(-r, r + 1, device=ref.device, dtype=ref.dtype)
+        ax, ay = 2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)
+        grid = torch.empty(p, p, n * gw, 2, device=ref.device, dtype=ref.dtype)
+        gx, gy = grid[..., 0], grid[..., 1]
+        gx.copy_((field.xc.to(ref.dtype) + fx[rows]).reshape(1, 1, -1)).add_(u.view(1, -1, 1)).mul_(ax).sub_(1.0)
+        gy.copy_((field.yc[rows].to(ref.dtype) + fy[rows]).reshape(1, 1, -1)).add_(u.view(-1, 1, 1)).mul_(ay).sub_(1.0)
+        patches = F.grid_sample(ref, grid.view(1, p * p, -1, 2), mode="bilinear", padding_mode="border",
+                                align_corners=True)
+        cols = patches.reshape(1, 3 * p * p, -1)                 # (C·p·p) × L, as fold expects
+        return rows.start * stride, F.fold(cols, ((n - 1) * stride + p, canvas.shape[-1]), p, stride=stride)
+
+    # Two bands only on a CPU where torch may use more than one thread: a process held to one (a `refsr bench`
+    # worker, a cluster job) keeps to one core, and a GPU samples in parallel anyway.
+    two = gh >= 2 and gh * gw >= _TWO_BANDS and ref.device.type == "cpu" and torch.get_num_threads() > 1
+    halves = [slice(0, gh // 2), slice(gh // 2, gh)] if two else [slice(0, gh)]
+    if len(halves) == 1:
+        bands = [band(halves[0])]
+    else:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            second = pool.submit(band, halves[1])
+            bands = [band(halves[0]), second.result()]
+    for top, part in bands:
+        canvas[..., top:top + part.shape[-2], :] += part
+    total = canvas[..., r:r + h, r:r + w]
     # How many patches cover each pixel: the centres form a grid, so rows times columns.
     per_row = ((field.yc - torch.arange(h, device=ref.device)).abs() <= r).sum(0)
     per_col = ((field.xc.view(-1, 1) - torch.arange(w, device=ref.device)).abs() <= r).sum(0)
     count = (per_row[:, None] * per_col[None, :]).to(ref.dtype)[None, None]
     return total, count
-
 
 def _dense_flow(fx: torch.Tensor, fy: torch.Tensor, field: _Field, stride: int) -> torch.Tensor:
     """Grid offsets → ``1×2×H×W`` flow, bilinear between centres (centre (i, j) sits at (i·stride, j·stride)).
