@@ -23,7 +23,8 @@ import torch
 from refsr_cli.bench.real_suite import case_pair, real_cases
 from refsr_cli.inference.matched_reference import reference_for_network
 from refsr_cli.inference.footprint import pair_inference
-from refsr_cli.inference.methods import load_method
+from refsr_cli.archs.checkpoint import load_model, shipped_weights
+from refsr_cli.inference.methods import Method
 from refsr_cli.metrics import psnr
 from refsr_cli.ops.resize import downscale
 
@@ -57,7 +58,9 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-4)
     args = parser.parse_args()
     s = args.scale
-    method = load_method(args.variant, s)
+    # The network as trained (load_method folds BatchNorms for inference, which would change what is adapted).
+    model, _ = load_model(shipped_weights(args.variant, s), "cpu", scale=s)
+    method = Method.from_model(model, s, name=args.variant)
     shipped = copy.deepcopy(method.model.state_dict())
     before, after, seconds = [], [], []
     for case in real_cases()[0]:
