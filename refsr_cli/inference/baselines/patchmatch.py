@@ -14,7 +14,7 @@ CPU or a GPU (no Python loop over pixels; loops are over iterations and candidat
   output pixel many times (``(patch_size/stride)²``, about 18 with the defaults).
 * Patch distance: sum of squared differences over ``patch_size×patch_size×3`` patches, sampled at the
   same ``s/2`` pitch (5×5 samples per patch with the defaults) for the same reason. One candidate
-  evaluation is one gather of descriptor rows.
+  evaluation is one gather of the reference's descriptor rows, kept as strips of one patch row each.
 * Propagation: the scan-order propagation of the original is sequential; here every centre tries, in
   parallel, the offsets of its neighbours at grid distances 8, 4, 2, 1 in the four directions (jump
   flooding), so good offsets spread over the image in a few iterations.
@@ -96,7 +96,7 @@ class _Strips:
     row of a patch at a time: the ``C·(2r+1)`` samples of a patch row at a padded image row and a column.
     A descriptor is then ``2r+1`` strips, ``pitch`` rows apart, gathered at evaluation. The table holds
     ``2r+1`` times fewer samples than the descriptor rows themselves (H·W rows of ``C·(2r+1)²``), which
-    made building them the matcher's largest cost and its memory peak (650 MB for a 640×480 ×4 pair's
+    made building them the matcher's largest cost and its memory peak (650 MB for a 736×496 ×4 output's
     patches of 7 LR pixels); the gathered bytes are the same."""
 
     def __init__(self, x: torch.Tensor, radius: int, pitch: int):
