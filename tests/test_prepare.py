@@ -18,6 +18,7 @@ from refsr_cli.cli import main
 from refsr_cli.commands import pipeline
 from refsr_cli.commands.prepare import command as prepare_command
 from refsr_cli.errors import RefsrError
+from refsr_cli.data.files import folder_lock
 from refsr_cli.data.store import open_store
 
 H, W = 10, 14          # views per light field in the test data (tiny)
@@ -211,11 +212,17 @@ def test_resume_after_interrupt_gives_identical_files(tmp_path):
     # A different command is refused while an interrupted run waits to be resumed.
     with pytest.raises(RefsrError, match="different arguments"):
         prepare.prepare_light_fields("flower", tmp_path / "src", out, jobs=1, crop=CROP, test_count=2, seed=2)
+    # A prepare killed while it assembled a store leaves its temporary next to the stores.
+    (out / ".test.k1ll3d0.h5.tmp").write_bytes(b"half a store")
+    # Another prepare into the folder is refused while one runs there.
+    with folder_lock(out), pytest.raises(RefsrError, match="in use .* another refsr prepare"):
+        prepare.prepare_light_fields("flower", tmp_path / "src", out, jobs=1, **kwargs)
     calls = []
     r = prepare.prepare_light_fields("flower", tmp_path / "src", out, jobs=1,
                                      progress=lambda d, t: calls.append(d), **kwargs)
     assert calls == [4, 5, 6], "resume redid finished light fields"
     assert not partial.exists()
+    assert sorted(p.name for p in out.iterdir()) == ["test.h5", "train.h5"]
     # An uninterrupted run, in parallel this time: the same bytes.
     fresh = prepare.prepare_light_fields("flower", tmp_path / "src", tmp_path / "fresh", jobs=2, **kwargs)
     for split in ("train", "test"):

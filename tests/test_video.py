@@ -128,6 +128,20 @@ def test_prepare_is_deterministic_and_skips_when_done(prepared, folders, tmp_pat
     assert (tmp_path / "train.h5").stat().st_mtime_ns == mtime and third["counts"] == again["counts"]
 
 
+def test_a_store_half_written_by_a_killed_prepare_is_cleared_and_a_second_prepare_is_refused(folders, tmp_path):
+    from refsr_cli.data.files import folder_lock
+
+    # What kill -9 leaves while the stores are written (the writer's temporaries), and a stranger's file.
+    killed = [".train.k1ll3d0.h5.tmp", ".test.x0x0x0x0.h5.tmp"]
+    for name in [*killed, ".notes.abcdefgh.txt.tmp"]:
+        (tmp_path / name).write_bytes(b"half a store")
+    with folder_lock(tmp_path), pytest.raises(RefsrError, match="in use .* another refsr prepare"):
+        video.prepare_video(list(folders), tmp_path, gaps=(1, 2), stride=1, test_count=1, seed=0)
+    assert not (tmp_path / "train.h5").exists() and (tmp_path / killed[0]).exists()
+    video.prepare_video(list(folders), tmp_path, gaps=(1, 2), stride=1, test_count=1, seed=0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".notes.abcdefgh.txt.tmp", "test.h5", "train.h5"]
+
+
 def test_dataset_is_a_function_of_seed_and_index(prepared):
     out, _ = prepared
     ds = VideoPairDataset(out / "train.h5", scale=4, crop=(32, 48), parallax_shift=3, flips=True, seed=5)

@@ -60,7 +60,9 @@ class VideoStoreWriter:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        # Named as atomic_write names its temporaries, so that remove_temporaries finds what a kill left.
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=self.path.suffix + ".tmp",
+                                   dir=self.path.parent)
         os.close(fd)
         self._tmp = Path(tmp)
         self._h5 = h5py.File(self._tmp, "w")

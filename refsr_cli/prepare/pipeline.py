@@ -24,9 +24,10 @@ import json
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 from joblib import Parallel, delayed
@@ -35,7 +36,7 @@ from refsr_cli import __version__, console
 from refsr_cli.data import store
 from refsr_cli.prepare import lightfield
 from refsr_cli.errors import RefsrError
-from refsr_cli.data.files import read_json, write_json
+from refsr_cli.data.files import folder_lock, read_json, remove_temporaries, write_json
 from refsr_cli.workers import exit_with
 
 PARTIAL_DIR = ".refsr-prepare.partial"
@@ -48,6 +49,19 @@ PAPER_SPLITS = {
 }
 
 Progress = Callable[[int, int], None]
+STORE_FILES = ("train.h5", "test.h5")
+
+
+@contextmanager
+def claimed_output(out: Path) -> Iterator[None]:
+    """Hold the output folder ``out`` (created) for one prepare: a second prepare into it fails at once
+    instead of writing the same stores, and the temporaries of the stores that a prepare killed while
+    writing them left (no other prepare can be writing them now) are removed."""
+    out.mkdir(parents=True, exist_ok=True)
+    with folder_lock(out, busy="another refsr prepare is writing this folder; wait for it to end or use "
+                                "another --out"):
+        remove_temporaries(out, STORE_FILES)
+        yield
 
 
 @dataclass
@@ -154,7 +168,13 @@ def run_tasks(out: str | os.PathLike, tasks: Sequence[Task], args: dict, attrs: 
         (names), ``seconds``.
     """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    with claimed_output(out):
+        return _run_claimed(out, tasks, args, attrs, crop, jobs, skip_bad, progress)
+
+
+def _run_claimed(out: Path, tasks: Sequence[Task], args: dict, attrs: dict, crop, jobs: int | None,
+                 skip_bad: bool, progress: Progress | None) -> dict:
+    """:func:`run_tasks` in the output folder it holds."""
     workdir = out / PARTIAL_DIR
     finals = {"train": out / "train.h5", "test": out / "test.h5"}
     record = {"args": args, "tasks": [[t.name, t.split] for t in tasks], "format_version": store.FORMAT_VERSION}

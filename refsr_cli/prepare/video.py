@@ -44,6 +44,7 @@ from refsr_cli import __version__, console
 from refsr_cli.errors import RefsrError
 from refsr_cli.data.image_io import IMAGE_SUFFIXES, read_array, to_uint8
 from refsr_cli.data.video_store import FORMAT_VERSION, VideoStoreWriter
+from refsr_cli.prepare.pipeline import claimed_output
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg")
 DEFAULT_GAPS = (1, 3, 5)
@@ -469,7 +470,14 @@ def prepare_video(srcs: Sequence[str | os.PathLike], out: str | os.PathLike,
               "thresholds": THRESHOLDS, "seed": seed, "prepare_digest": digest, "refsr_version": __version__,
               "sources": [str(s.path) for s in sources],
               "pair_counts": {c.name: {str(k): v for k, v in results[c.name][1].items()} for c in clips}}
-    out.mkdir(parents=True, exist_ok=True)
+    with claimed_output(out):
+        _write_stores(finals, clips, results, crop, common)
+    return _summary(out, finals, started)
+
+
+def _write_stores(finals: dict, clips: list[_Clip], results: dict, crop, common: dict) -> None:
+    """Pass 2 of :func:`prepare_video`: decode each source again and write both stores, which appear under
+    their final names only once both are complete."""
     writers = {split: VideoStoreWriter(finals[split]) for split in ("train", "test")}
     tables = {split: ([], []) for split in writers}
     try:
@@ -498,7 +506,6 @@ def prepare_video(srcs: Sequence[str | os.PathLike], out: str | os.PathLike,
         for writer in writers.values():
             writer.abort()
         raise
-    return _summary(out, finals, started)
 
 
 def _summary(out: Path, finals: dict, started: float) -> dict:
