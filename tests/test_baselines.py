@@ -134,3 +134,18 @@ def test_paste_in_two_bands_matches_one_band():
         torch.set_num_threads(before)
     assert torch.allclose(one_aux["pasted"], two_aux["pasted"], atol=1e-5)
     assert torch.allclose(one, two, atol=1e-5)
+
+
+def test_luma_matching_images_are_the_luma_of_the_rgb_ones(shifted_pair):
+    """The matcher takes luma before resizing (one channel resized instead of three): resizing and luma are
+    both linear, so the images are those of luma taken after, up to float rounding — and so is the guide's
+    band."""
+    from refsr_cli.inference.baselines.patchmatch import guide_band, matching_images
+    from refsr_cli.ops.block_match import luma
+
+    ref, hr = shifted_pair
+    lr = downscale(hr, 4)
+    for first, after in zip(matching_images(lr, ref, 4, "luma"), matching_images(lr, ref, 4, "rgb")):
+        assert first.shape[1] == 1 and torch.allclose(first, luma(after), atol=1e-5)
+    for first, after in zip(guide_band(hr, ref, 4, "luma"), guide_band(hr, ref, 4, "rgb")):
+        assert first.shape[1] == 1 and torch.allclose(first, luma(after), atol=1e-5)

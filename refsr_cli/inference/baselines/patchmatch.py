@@ -279,6 +279,63 @@ def _dense_flow(fx: torch.Tensor, fy: torch.Tensor, field: _Field, stride: int) 
     return flow[None]
 
 
+def matching_images(lr: torch.Tensor, ref: torch.Tensor, scale: int,
+                    features: str = "rgb") -> tuple[torch.Tensor, torch.Tensor]:
+    """The images whose patches are compared: ``(LR↑s, Ref↓s↑s)``, both ``N×C×H×W`` (``C`` = 3, or 1 for
+    ``"luma"``): they lack the same high frequencies, so their patch distance is meaningful.
+
+    ``lr``: ``N×3×h×w``; ``ref``: ``N×3×(s·h)×(s·w)``, float. Several matchings of one pair (patch sizes,
+    rounds) share them: :func:`match_and_paste` takes them as they are.
+    """
+    s = int(scale)
+    if features == "luma":       # luma is linear: taken first, it resizes one channel instead of three
+        lr, ref = luma(lr), luma(ref)
+    return upscale(lr, s), upscale(downscale(ref, s), s)
+
+
+def guide_band(guide: torch.Tensor, ref: torch.Tensor, scale: int,
+               features: str = "rgb") -> tuple[torch.Tensor, torch.Tensor]:
+    """``(guide band, reference band)`` to append to :func:`matching_images`' pair (channels), so that the
+    patch distance also compares ``guide`` (``N×3×H×W``, an estimate of the output) with ``ref`` in the band
+    twice the LR's — ``↓(s/2)↑``, all that the descriptors' ``s/2``-spaced samples hold without aliasing —
+    at :func:`guide_weight`, below the LR band's: it tells apart candidates that the LR band alone cannot."""
+    s = int(scale)
+    pitch = max(1, s // 2)
+    if features == "luma":
+        guide, ref = luma(guide), luma(ref)
+    if pitch > 1:
+        guide, ref = upscale(downscale(guide, pitch), pitch), upscale(downscale(ref, pitch), pitch)
+    weight = guide_weight(s)
+    return weight * guide, weight * ref
+
+
+def match_and_paste(up: torch.Tensor, blurred: torch.Tensor, ref: torch.Tensor, scale: int, patch_size: int,
+                    stride: int, iterations: int, radius: int, generator: torch.Generator,
+                    init_flow: torch.Tensor | None = None, subpixel: bool = True,
+                    maps: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The nearest-neighbour field of ``up``'s patches among ``blurred``'s (both ``N×C×H×W``, from
+    :func:`matching_images`, with a :func:`guide_band` appended or not) and the overlap-averaged sharp
+    patches of ``ref`` (``N×3×H×W``) it points to. Arguments as :func:`patchmatch`'s (``patch_size`` odd,
+    ``stride`` checked). Returns ``(pasted N×3×H×W, dense flow N×2×H×W or None without maps)``."""
+    s = int(scale)
+    n, _, h, w = up.shape
+    # descriptor samples every `pitch` pixels: half an LR pixel, the finest detail LR↑ can hold
+    pitch = max(1, s // 2)
+    half = max(0, (patch_size // 2) // pitch)
+    pasted, flows = [], []
+    for i in range(n):  # images one at a time: memory stays at one image's descriptors
+        desc_a = _descriptors(up[i:i + 1], half, pitch, stride)
+        field = _Field(desc_a, _Strips(blurred[i:i + 1], half, pitch), (h, w), stride)
+        initial = None if init_flow is None else _offsets_from_flow(init_flow[i:i + 1].float().to(up.device), field, s)
+        field = _match(field, int(iterations), radius, generator, initial)
+        fx, fy = field.subpixel() if subpixel else (field.ox.float(), field.oy.float())
+        total, count = _paste(ref[i:i + 1], fx, fy, field, patch_size, stride)
+        pasted.append(total / count)
+        if maps:
+            flows.append(_dense_flow(fx, fy, field, stride))
+    return torch.cat(pasted), torch.cat(flows) if maps else None
+
+
 def patchmatch(lr: torch.Tensor, ref: torch.Tensor, scale: int, patch_size: int | None = None,
                stride: int | None = None, iterations: int = 5, search_radius: int = 32,
                subpixel: bool = True, backproject: int = 2, seed: int = 0,
@@ -303,9 +360,8 @@ def patchmatch(lr: torch.Tensor, ref: torch.Tensor, scale: int, patch_size: int 
         features: ``"rgb"`` or ``"luma"`` patch descriptors (luma: a third of the cost per candidate).
         init_flow: ``N×2×h×w`` backward flow LR → ``ref↓s`` in LR pixels (e.g.
             :func:`refsr_cli.ops.block_match.match_flow`): the initial offsets, instead of random ones.
-        guide: ``N×3×H×W``, an estimate of the output (e.g. a first pass pasted and back-projected): its
-            band up to half the HR sampling rate, ``↓(s/2)↑``, is compared with the reference's too
-            (weight :func:`guide_weight`), which tells apart candidates that the LR band alone cannot.
+        guide: ``N×3×H×W``, an estimate of the output (e.g. a first pass pasted and back-projected), also
+            compared with the reference (:func:`guide_band`).
         maps: also return the dense ``"flow"`` and the ``"warped"`` reference (``False``: ``aux`` holds only
             ``"pasted"``, all that the networks' matcher reads; 0–10 % of its time saved at 640×480).
     Returns:
@@ -328,44 +384,17 @@ def patchmatch(lr: torch.Tensor, ref: torch.Tensor, scale: int, patch_size: int 
         raise RefsrError(f"patchmatch: features must be 'rgb' or 'luma', not {features!r}")
     if generator is None:
         generator = torch.Generator().manual_seed(int(seed))
-    H, W = h * s, w * s
-    radius = int(min(search_radius, max(H, W)))
-    # descriptor samples every `pitch` pixels: half an LR pixel, the finest detail LR↑ can hold
-    pitch = max(1, s // 2)
-    half = max(0, (p // 2) // pitch)
-
+    radius = int(min(search_radius, max(h * s, w * s)))
     lr = lr.float()
     ref = ref.to(lr.device, torch.float32)
-    up = upscale(lr, s)
-    blurred = upscale(downscale(ref, s), s)
-    if features == "luma":
-        up, blurred = luma(up), luma(blurred)
+    up, blurred = matching_images(lr, ref, s, features)
     if guide is not None:
-        # Also compare the guide with the reference in the band twice the LR's (↓pitch↑: all that the
-        # pitch-spaced descriptor samples can hold without aliasing), at a weight below the LR band's.
-        guide, sharp = guide.to(lr.device, torch.float32), ref
-        if pitch > 1:
-            guide, sharp = upscale(downscale(guide, pitch), pitch), upscale(downscale(sharp, pitch), pitch)
-        if features == "luma":
-            guide, sharp = luma(guide), luma(sharp)
-        weight = guide_weight(s)
-        up = torch.cat([up, weight * guide], 1)
-        blurred = torch.cat([blurred, weight * sharp], 1)
-    pasted, flows = [], []
-    for i in range(n):  # images one at a time: memory stays at one image's descriptors
-        desc_a = _descriptors(up[i:i + 1], half, pitch, stride)
-        field = _Field(desc_a, _Strips(blurred[i:i + 1], half, pitch), (H, W), stride)
-        initial = None if init_flow is None else _offsets_from_flow(init_flow[i:i + 1].float().to(lr.device), field, s)
-        field = _match(field, int(iterations), radius, generator, initial)
-        fx, fy = field.subpixel() if subpixel else (field.ox.float(), field.oy.float())
-        total, count = _paste(ref[i:i + 1], fx, fy, field, p, stride)
-        pasted.append(total / count)
-        if maps:
-            flows.append(_dense_flow(fx, fy, field, stride))
-    pasted = torch.cat(pasted)
+        guide_up, guide_ref = guide_band(guide.to(lr.device, torch.float32), ref, s, features)
+        up, blurred = torch.cat([up, guide_up], 1), torch.cat([blurred, guide_ref], 1)
+    pasted, flow = match_and_paste(up, blurred, ref, s, p, stride, iterations, radius, generator, init_flow,
+                                   subpixel, maps)
     sr = back_project(pasted, lr, s, backproject)
     aux = {"pasted": pasted.clamp(0, 1)}
     if maps:
-        flow = torch.cat(flows)
         aux.update(flow=flow, warped=backward_warp(ref, flow))
     return sr.clamp(0, 1), aux
