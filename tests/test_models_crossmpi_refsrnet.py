@@ -9,7 +9,7 @@ from refsr_cli.training.losses.ccnet import ccnet_loss, ccnet_pseudo_offsets
 from refsr_cli.training.losses.crossmpi import crossmpi_loss
 from refsr_cli.training.losses.perceptual import VGGPerceptual
 from refsr_cli.archs import build_model, spec
-from refsr_cli.archs.crossmpi import plane_sweep_volume
+from refsr_cli.archs.crossmpi import degraded_sweep, plane_sweep_volume
 from refsr_cli.archs.checkpoint import load_model, save_checkpoint
 from refsr_cli.errors import RefsrError
 from refsr_cli.ops.resize import downscale
@@ -70,6 +70,31 @@ def test_plane_sweep_geometry():
     ref, hr = _scene(src, (40, 48), dx=4, dy=4)
     psv = plane_sweep_volume(ref, torch.tensor([[2.0, 4.0]]), baseline=torch.tensor([[1.0, 1.0]]))
     torch.testing.assert_close(psv[0, 1, :, :-4, :-4], hr[0, :, :-4, :-4])
+
+
+def test_plane_sweep_samples_as_the_backward_warp():
+    """Each plane is the bilinear backward warp of Ref by its constant shift, borders clamped — fractional
+    shifts along both axes, and shifts past the border."""
+    from refsr_cli.ops.warp import shift
+
+    ref = torch.rand(1, 3, 20, 28, generator=torch.Generator().manual_seed(1))
+    disp = torch.tensor([-31.5, -2.25, 0.0, 0.75, 3.0, 40.2])
+    for bx, by in ((1.0, 0.0), (0.6, -1.0), (0.0, 1.0)):
+        psv = plane_sweep_volume(ref, disp, (bx, by))
+        for i, d in enumerate(disp.tolist()):
+            torch.testing.assert_close(psv[:, i], shift(ref, d * bx, d * by), atol=1e-4, rtol=0)
+
+
+def test_degraded_sweep_is_the_downscaled_sweep():
+    """Cross-MPI's LR planes: a sweep along rows takes the row resize once on Ref (the two commute), any
+    other sweep downscales every plane; both are the downscaled plane sweep volume."""
+    g = torch.Generator().manual_seed(0)
+    ref = torch.rand(2, 3, 32, 48, generator=g)
+    disp = torch.tensor([[-2.0, -0.5, 0.0, 1.25, 9.0], [0.5, 1.0, 2.0, 3.0, 4.0]])
+    for baseline in (torch.tensor([[1.0, 0.0], [0.5, 0.0]]), torch.tensor([[1.0, 1.0], [0.0, -1.0]])):
+        psv = plane_sweep_volume(ref, disp, baseline)
+        torch.testing.assert_close(degraded_sweep(psv, ref, disp, baseline, 4), downscale(psv, 4),
+                                   atol=1e-5, rtol=0)
 
 
 def _all_grads(model, loss):

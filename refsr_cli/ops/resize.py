@@ -89,10 +89,12 @@ def imresize(image: torch.Tensor, scale: float | None = None, size: tuple[int, i
         scale_h = scale_w = float(scale)
     work_dtype = torch.float64 if image.dtype == torch.float64 else torch.float32
     x = image.to(work_dtype)
-    if (out_h, out_w) != (in_h, in_w) or scale_h != 1:
+    # An axis of unchanged length has the identity as its matrix (the kernel is 1 at 0, 0 at the other
+    # integers): left out, so that one axis can be resized on its own.
+    if out_h != in_h:
         rows = resize_matrix(in_h, out_h, scale_h, antialias, work_dtype, image.device)
         x = torch.matmul(rows, x)
-    if (out_h, out_w) != (in_h, in_w) or scale_w != 1:
+    if out_w != in_w:
         cols = resize_matrix(in_w, out_w, scale_w, antialias, work_dtype, image.device)
         x = torch.matmul(x, cols.t())
     return x.to(image.dtype)
