@@ -149,3 +149,19 @@ def test_luma_matching_images_are_the_luma_of_the_rgb_ones(shifted_pair):
         assert first.shape[1] == 1 and torch.allclose(first, luma(after), atol=1e-5)
     for first, after in zip(guide_band(hr, ref, 4, "luma"), guide_band(hr, ref, 4, "rgb")):
         assert first.shape[1] == 1 and torch.allclose(first, luma(after), atol=1e-5)
+
+
+def test_offers_evaluating_only_new_candidates_give_the_dense_field(shifted_pair, monkeypatch):
+    """An offer evaluates only the centres whose candidate differs from their offset (a known cost cannot
+    beat itself) unless most differ: the same result with every offer sparse as with every offer dense."""
+    import sys
+
+    module = sys.modules["refsr_cli.inference.baselines.patchmatch"]
+    ref, hr = shifted_pair
+    lr = downscale(hr, 4)
+    results = []
+    for share in (0.0, 1.0):                     # every offer dense / every offer sparse
+        monkeypatch.setattr(module, "_SPARSE_OFFER", share)
+        results.append(patchmatch(lr, ref, 4, iterations=2))
+    (dense, dense_aux), (sparse, sparse_aux) = results
+    assert torch.equal(dense, sparse) and torch.equal(dense_aux["flow"], sparse_aux["flow"])

@@ -50,6 +50,11 @@ from refsr_cli.ops.warp import backward_warp
 
 _JUMPS = (8, 4, 2, 1)
 
+# Share of centres with a new candidate above which an offer evaluates every centre (_Field.offer): the
+# gathers of a subset cost more per centre (the networks' matcher on the suite: 4 % faster at 0.4–0.7 than
+# with every offer dense, 1 % slower with every offer sparse).
+_SPARSE_OFFER = 0.5
+
 # Centres from which a paste is sampled in two bands at once (_paste): below, the thread costs more than it saves.
 _TWO_BANDS = 4096
 
@@ -141,13 +146,33 @@ class _Field:
         return diff.mul_(diff).sum(dim=1).view(self.gh, self.gw)
 
     def offer(self, ox: torch.Tensor, oy: torch.Tensor) -> None:
-        """Keep candidate offsets where they beat the current ones."""
+        """Keep candidate offsets where they beat the current ones.
+
+        Only centres whose candidate differs from their offset are evaluated: once the field is smooth, most
+        of a propagation's candidates are the offset a centre already has (42 % of all candidates of the
+        networks' matcher on the real suite), whose cost is known and cannot beat itself.
+        """
         ox, oy = self.clamp(ox, oy)
-        cost = self.evaluate(ox, oy)
-        better = cost < self.cost
-        self.ox = torch.where(better, ox, self.ox)
-        self.oy = torch.where(better, oy, self.oy)
-        self.cost = torch.where(better, cost, self.cost)
+        new = ((ox != self.ox) | (oy != self.oy)).view(-1).nonzero().squeeze(1)
+        if new.numel() == 0:
+            return
+        if new.numel() > _SPARSE_OFFER * ox.numel():        # gathering the subset would cost more than it saves
+            cost = self.evaluate(ox, oy)
+            better = cost < self.cost
+            self.ox = torch.where(better, ox, self.ox)
+            self.oy = torch.where(better, oy, self.oy)
+            self.cost = torch.where(better, cost, self.cost)
+            return
+        ox, oy = ox.view(-1)[new], oy.view(-1)[new]
+        row, col = new // self.gw, new % self.gw
+        index = (self.yc.view(-1)[row] + oy) * self.w + (self.xc.view(-1)[col] + ox)
+        diff = self.b.gather(index).sub_(self.a.index_select(0, new))
+        cost = diff.mul_(diff).sum(dim=1)
+        better = cost < self.cost.view(-1)[new]
+        kept = new[better]
+        self.ox.view(-1)[kept] = ox[better]
+        self.oy.view(-1)[kept] = oy[better]
+        self.cost.view(-1)[kept] = cost[better]
 
     def neighbour(self, dx: int, dy: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Offsets of the centre ``dx`` columns left and ``dy`` rows up (edges replicated)."""
