@@ -153,6 +153,28 @@ def test_bench_cache_computes_only_the_added_method(setup, first_run, tmp_path):
     assert ("mdsr", 7) in rows
 
 
+def test_bench_clears_what_a_killed_bench_left_and_refuses_a_second_bench(setup, first_run, tmp_path):
+    """A bench killed mid-write leaves temporaries of cache records, crops and report files: the next bench
+    into the folder removes them (and nothing else); while one bench runs, another into its folder fails."""
+    from refsr_cli.data.files import folder_lock
+
+    _, store, _, _ = setup
+    out = tmp_path / "report"
+    shutil.copytree(first_run[0], out)
+    debris = [out / ".report.k1ll3d00.json.tmp", out / "cache" / ".bicubic__x.a1b2c3d4.json.tmp",
+              out / "cache" / ".bicubic__x.sr.q9w8e7r6.png.tmp", out / "cache" / "pairs" / ".p__x4.zz00yy11.json.tmp"]
+    for path in debris:
+        path.write_bytes(b"half a file")
+    (out / "notes.txt.tmp").write_text("not ours")            # not an atomic_write temporary: left alone
+    args = ["--data", str(store), "--scales", str(SCALE), "--views", "7", "--out", str(out), "--methods", "bicubic"]
+    with folder_lock(out):
+        result = CliRunner().invoke(main, ["--quiet", "bench", *args])
+    assert result.exit_code == 1 and "in use — another refsr bench" in result.output
+    assert all(path.exists() for path in debris)
+    _bench(args)
+    assert not any(path.exists() for path in debris) and (out / "notes.txt.tmp").exists()
+
+
 def test_bench_changed_checkpoint_is_never_served_stale_results(setup, tmp_path):
     _, store, _, _ = setup
     weights = _tiny("crossnet", tmp_path / "crossnet.pt")

@@ -122,7 +122,7 @@ def test_prepare_killed_at_random_points_resumes_to_identical_stores(tmp_path):
 def test_bench_killed_leaves_no_worker_and_a_rerun_finishes_from_its_cache(tmp_path):
     """`refsr bench` runs baselines in joblib worker processes. Killed while they still have work queued,
     it must not leave them running (a loky worker would finish the queue and wait minutes for more), and a
-    rerun completes, reusing what the killed run had stored. Images large enough that the queue outlasts
+    rerun completes, reusing what the killed run had stored and leaving no temporary behind. Images large enough that the queue outlasts
     the check (PatchMatch ≈ 1 s per image on one thread)."""
     from refsr_cli.prepare.pipeline import prepare_synthetic
 
@@ -146,3 +146,4 @@ def test_bench_killed_leaves_no_worker_and_a_rerun_finishes_from_its_cache(tmp_p
     assert done.returncode == 0, done.stderr
     report = json.loads((out / "report.json").read_text())
     assert len(report["images"]) == 8 and report["cache"]["reused"] == stored
+    assert _debris(out) == []

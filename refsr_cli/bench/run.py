@@ -24,6 +24,7 @@ from refsr_cli.bench.cache import (CACHE_VERSION, aligned_reference, compute_uni
                                    valid_cached, warm_up)
 from refsr_cli.bench.plan import load_plan_method, plan_methods
 from refsr_cli.bench.sources import DEFAULT_VIEWS, PairsSource, Source, StoreSource, builtin_sources, safe_name
+from refsr_cli.data.files import folder_lock, remove_temporaries
 from refsr_cli.errors import RefsrError
 from refsr_cli.inference.pipeline import MIN_LR_SIDE
 
@@ -76,7 +77,6 @@ def run_bench(data: str | os.PathLike | None = None, pairs: str | os.PathLike | 
     """
     from refsr_cli.bench.builtin_data import DEFAULT_COUNT, DEFAULT_SIZE
     from refsr_cli.inference.methods import resolve_device
-    from refsr_cli.bench.report import write_reports
 
     if data is not None and pairs is not None:
         raise RefsrError("give --data or --pairs, not both")
@@ -105,6 +105,20 @@ def run_bench(data: str | os.PathLike | None = None, pairs: str | os.PathLike | 
     else:
         sources = builtin_sources(builtin_count or DEFAULT_COUNT, tuple(builtin_size or DEFAULT_SIZE),
                                   views or DEFAULT_VIEWS, jobs, suite)
+
+    with folder_lock(out, busy="another refsr bench is writing this report folder; wait for it to end or use "
+                                "another --out"):
+        # What a bench killed mid-write left: temporaries of the cache's records and crops and of the report
+        # files (no other bench writes here while the lock is held).
+        for folder in (out, cache, cache / "pairs"):
+            remove_temporaries(folder)
+        return _measure(out, cache, plans, sources, scales, dev, jobs, skip_bad, command)
+
+
+def _measure(out: Path, cache: Path, plans: dict, sources: list[Source], scales: list[int], dev, jobs: int,
+             skip_bad: bool, command: str | None) -> dict:
+    """:func:`run_bench`'s results, computed or read from ``cache``, and its report in ``out``."""
+    from refsr_cli.bench.report import write_reports
 
     counters = _Counters()
     records: list[dict] = []

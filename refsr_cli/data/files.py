@@ -30,13 +30,14 @@ def atomic_write(path: str | os.PathLike, write) -> None:
         raise
 
 
-def remove_temporaries(folder: str | os.PathLike, names: Collection[str]) -> None:
-    """Remove the temporary files :func:`atomic_write` left in ``folder`` for the files ``names`` — the
-    debris of a writer killed before its rename. Only for files nobody else may be writing now (see the
-    callers). One listing of the folder, however many names."""
+def remove_temporaries(folder: str | os.PathLike, names: Collection[str] | None = None) -> None:
+    """Remove the temporary files :func:`atomic_write` left in ``folder`` for the files ``names`` (``None``:
+    for any file) — the debris of a writer killed before its rename. Only for files nobody else may be
+    writing now (see the callers). One listing of the folder, however many names."""
     with os.scandir(folder) as entries:
         for entry in entries:
-            if _temporary_target(entry.name) in names:
+            target = _temporary_target(entry.name)
+            if target is not None and (names is None or target in names) and entry.is_file(follow_symlinks=False):
                 Path(entry.path).unlink(missing_ok=True)
 
 
