@@ -218,6 +218,37 @@ def test_builtin_set(tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------------------------------ misuse (issue 20)
 
+def test_builtin_set_clears_a_killed_render_and_waits_for_a_concurrent_one(tmp_path, monkeypatch, capsys):
+    """A render killed mid-write leaves temporaries in the set's folder: the next render removes them. A bench
+    that finds another rendering the set waits for it (and says so) instead of rendering it again."""
+    import threading
+
+    from refsr_cli.bench import builtin_data
+    from refsr_cli.data.files import folder_lock
+
+    monkeypatch.setenv("REFSR_CACHE", str(tmp_path / "cache"))
+    folder = builtin_data.builtin_store_path(count=1, size=(64, 64)).parent
+    (folder / "parts").mkdir(parents=True)
+    debris = [folder / ".test.k1ll3d00.h5.tmp", folder / "parts" / ".builtin-000.a1b2c3d4.h5.tmp"]
+    for path in debris:
+        path.write_bytes(b"half a file")
+    held, release = threading.Event(), threading.Event()
+
+    def other_bench():
+        with folder_lock(folder):
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=other_bench)
+    thread.start()
+    held.wait(10)
+    threading.Timer(0.5, release.set).start()
+    path = builtin_data.builtin_store(count=1, size=(64, 64))
+    thread.join()
+    assert "another refsr bench is rendering the built-in set; waiting" in capsys.readouterr().err
+    assert path.is_file() and not any(p.exists() for p in debris)
+
+
 def _write_pairs(folder, store, scale=SCALE):
     """The store's view-(1,1) pairs as NAME_lr/ref/hr.png files, plus a pair whose LR is 3×3 px."""
     from refsr_cli.data.image_io import write_image

@@ -66,9 +66,22 @@ def builtin_store(count: int = DEFAULT_COUNT, size: tuple[int, int] = DEFAULT_SI
     except OSError as exc:
         raise RefsrError(f"{path.parent}: cannot create the cache folder ({exc.strerror}); "
                          "set REFSR_CACHE to a writable folder") from None
-    console.notice(f"rendering the built-in synthetic test set ({count} light fields, {height}×{width}) "
-                   f"into {path.parent} — first use only")
-    _render_store(path, count, height, width, jobs)
+    from refsr_cli.data.files import folder_lock, remove_temporaries
+
+    def waiting() -> None:
+        console.notice(f"{path.parent}: another refsr bench is rendering the built-in set; waiting for it")
+
+    # Benches sharing a cache render the set once: a second one waits for the first and takes its store.
+    with folder_lock(path.parent, waiting=waiting):
+        if path.is_file() and (path.parent / DISPARITY_FILE).is_file():
+            return path
+        # What a render killed mid-write left (nobody else writes here while the lock is held).
+        for folder in (path.parent, path.parent / "parts"):
+            if folder.is_dir():
+                remove_temporaries(folder)
+        console.notice(f"rendering the built-in synthetic test set ({count} light fields, {height}×{width}) "
+                       f"into {path.parent} — first use only")
+        _render_store(path, count, height, width, jobs)
     return path
 
 

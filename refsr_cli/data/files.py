@@ -7,7 +7,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Collection, Iterator
+from typing import Callable, Collection, Iterator
 
 from refsr_cli.errors import RefsrError
 
@@ -84,13 +84,15 @@ def check_writable_dir(folder: str | os.PathLike, what: str = "output directory"
 
 
 @contextmanager
-def folder_lock(folder: str | os.PathLike, busy: str | None = None) -> Iterator[None]:
+def folder_lock(folder: str | os.PathLike, busy: str | None = None,
+                waiting: Callable[[], None] | None = None) -> Iterator[None]:
     """Hold an exclusive lock on ``folder`` itself (``flock`` on its descriptor) for the ``with`` block.
 
-    Waits for another holder to let go; with ``busy`` (what the holder is doing, for the message) it does
-    not wait but raises :class:`RefsrError` naming the folder. No lock file: the kernel drops the lock
-    when its holder exits, even by kill -9, so nothing is left to block a later run or to clean up.
-    Without ``flock`` (Windows, some network filesystems) it is best effort: the block runs unlocked.
+    Waits for another holder to let go (calling ``waiting()`` first, e.g. to say so); with ``busy`` (what
+    the holder is doing, for the message) it does not wait but raises :class:`RefsrError` naming the
+    folder. No lock file: the kernel drops the lock when its holder exits, even by kill -9, so nothing is
+    left to block a later run or to clean up. Without ``flock`` (Windows, some network filesystems) it is
+    best effort: the block runs unlocked.
     """
     try:
         import fcntl
@@ -101,9 +103,13 @@ def folder_lock(folder: str | os.PathLike, busy: str | None = None) -> Iterator[
         return
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (fcntl.LOCK_NB if busy else 0))
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RefsrError(f"{folder}: in use — {busy}") from None
+            if busy:
+                raise RefsrError(f"{folder}: in use — {busy}") from None
+            if waiting is not None:
+                waiting()
+            fcntl.flock(fd, fcntl.LOCK_EX)
         except OSError:
             pass
         yield
