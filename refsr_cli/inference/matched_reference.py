@@ -138,10 +138,9 @@ def _paste(bands: tuple[torch.Tensor, torch.Tensor], ref: torch.Tensor, scale: i
     ``bands`` (:func:`~refsr_cli.inference.baselines.patchmatch.matching_images`, with the guide's band or
     not), patches of ``patch`` LR pixels."""
     side = patch * scale + 1
-    radius = min(MATCHING_SEARCH_RADIUS, max(ref.shape[-2:]))
     generator = torch.Generator().manual_seed(0)       # the random search: the same for every run
-    pasted, _ = match_and_paste(*bands, ref, scale, side, max(1, side // 4), iterations, radius, generator,
-                                init_flow=flow, maps=False)
+    pasted, _ = match_and_paste(*bands, ref, scale, side, max(1, side // 4), iterations, MATCHING_SEARCH_RADIUS,
+                                generator, init_flow=flow, maps=False)
     return pasted.clamp(0, 1)
 
 

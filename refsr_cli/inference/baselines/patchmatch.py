@@ -131,6 +131,7 @@ class _Field:
         self.yc = torch.arange(0, self.h, stride, device=dev).view(-1, 1)
         self.xc = torch.arange(0, self.w, stride, device=dev).view(1, -1)
         self.gh, self.gw = self.yc.shape[0], self.xc.shape[1]
+        self.centre = (self.yc * self.w + self.xc).view(-1)       # flat pixel index of each centre
         self.ox = torch.zeros(self.gh, self.gw, dtype=torch.long, device=dev)
         self.oy = torch.zeros_like(self.ox)
         self.cost = self.evaluate(self.ox, self.oy)
@@ -141,9 +142,13 @@ class _Field:
 
     def evaluate(self, ox: torch.Tensor, oy: torch.Tensor) -> torch.Tensor:
         """Patch distance (``gh×gw``) of in-range offsets."""
-        index = ((self.yc + oy) * self.w + (self.xc + ox)).view(-1)
-        diff = self.b.gather(index).sub_(self.a)        # a fresh tensor: the rest works in place
-        return diff.mul_(diff).sum(dim=1).view(self.gh, self.gw)
+        return self._distance(self.centre, ox.reshape(-1), oy.reshape(-1), self.a).view(self.gh, self.gw)
+
+    def _distance(self, centre: torch.Tensor, ox: torch.Tensor, oy: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """Patch distance (``L``) of the centres at flat pixels ``centre`` (descriptors ``a``) moved by in-range
+        offsets ``ox``, ``oy`` (``L`` each)."""
+        diff = self.b.gather(centre + oy * self.w + ox).sub_(a)    # a fresh tensor: the rest works in place
+        return diff.mul_(diff).sum(dim=1)
 
     def offer(self, ox: torch.Tensor, oy: torch.Tensor) -> None:
         """Keep candidate offsets where they beat the current ones.
@@ -164,10 +169,7 @@ class _Field:
             self.cost = torch.where(better, cost, self.cost)
             return
         ox, oy = ox.view(-1)[new], oy.view(-1)[new]
-        row, col = new // self.gw, new % self.gw
-        index = (self.yc.view(-1)[row] + oy) * self.w + (self.xc.view(-1)[col] + ox)
-        diff = self.b.gather(index).sub_(self.a.index_select(0, new))
-        cost = diff.mul_(diff).sum(dim=1)
+        cost = self._distance(self.centre[new], ox, oy, self.a.index_select(0, new))
         better = cost < self.cost.view(-1)[new]
         kept = new[better]
         self.ox.view(-1)[kept] = ox[better]
@@ -341,9 +343,11 @@ def match_and_paste(up: torch.Tensor, blurred: torch.Tensor, ref: torch.Tensor, 
     """The nearest-neighbour field of ``up``'s patches among ``blurred``'s (both ``N×C×H×W``, from
     :func:`matching_images`, with a :func:`guide_band` appended or not) and the overlap-averaged sharp
     patches of ``ref`` (``N×3×H×W``) it points to. Arguments as :func:`patchmatch`'s (``patch_size`` odd,
-    ``stride`` checked). Returns ``(pasted N×3×H×W, dense flow N×2×H×W or None without maps)``."""
+    ``stride`` checked; ``radius`` is held to the image's size). Returns ``(pasted N×3×H×W, dense flow N×2×H×W
+    or None without maps)``."""
     s = int(scale)
     n, _, h, w = up.shape
+    radius = int(min(radius, max(h, w)))
     # descriptor samples every `pitch` pixels: half an LR pixel, the finest detail LR↑ can hold
     pitch = max(1, s // 2)
     half = max(0, (patch_size // 2) // pitch)
@@ -409,15 +413,14 @@ def patchmatch(lr: torch.Tensor, ref: torch.Tensor, scale: int, patch_size: int 
         raise RefsrError(f"patchmatch: features must be 'rgb' or 'luma', not {features!r}")
     if generator is None:
         generator = torch.Generator().manual_seed(int(seed))
-    radius = int(min(search_radius, max(h * s, w * s)))
     lr = lr.float()
     ref = ref.to(lr.device, torch.float32)
     up, blurred = matching_images(lr, ref, s, features)
     if guide is not None:
         guide_up, guide_ref = guide_band(guide.to(lr.device, torch.float32), ref, s, features)
         up, blurred = torch.cat([up, guide_up], 1), torch.cat([blurred, guide_ref], 1)
-    pasted, flow = match_and_paste(up, blurred, ref, s, p, stride, iterations, radius, generator, init_flow,
-                                   subpixel, maps)
+    pasted, flow = match_and_paste(up, blurred, ref, s, p, stride, iterations, search_radius, generator,
+                                   init_flow, subpixel, maps)
     sr = back_project(pasted, lr, s, backproject)
     aux = {"pasted": pasted.clamp(0, 1)}
     if maps:
