@@ -166,6 +166,7 @@ def test_bench_clears_what_a_killed_bench_left_and_refuses_a_second_bench(setup,
     for path in debris:
         path.write_bytes(b"half a file")
     (out / "notes.txt.tmp").write_text("not ours")            # not an atomic_write temporary: left alone
+    (out / ".notes.a1b2c3d4.txt.tmp").write_text("not ours")  # another program's, in a folder of the user's
     args = ["--data", str(store), "--scales", str(SCALE), "--views", "7", "--out", str(out), "--methods", "bicubic"]
     with folder_lock(out):
         result = CliRunner().invoke(main, ["--quiet", "bench", *args])
@@ -173,6 +174,7 @@ def test_bench_clears_what_a_killed_bench_left_and_refuses_a_second_bench(setup,
     assert all(path.exists() for path in debris)
     _bench(args)
     assert not any(path.exists() for path in debris) and (out / "notes.txt.tmp").exists()
+    assert (out / ".notes.a1b2c3d4.txt.tmp").exists()
 
 
 def test_bench_changed_checkpoint_is_never_served_stale_results(setup, tmp_path):

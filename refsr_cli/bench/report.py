@@ -17,6 +17,9 @@ from refsr_cli.bench import report_crops, report_plots
 from refsr_cli.bench.headline import BASELINE_NAMES, BASELINES, data_name, headline, speed_text
 from refsr_cli.data.files import atomic_write
 
+# The report's files in its folder, by kind.
+REPORT_FILES = {"json": "report.json", "md": "report.md", "html": "report.html"}
+
 COLUMNS = ("method", "scale", "data", "view", "n", "parallax", "psnr", "ssim", "ifc", "seconds", "vs_pm")
 HEADERS = {"method": "Method", "scale": "×", "data": "Data", "view": "View", "n": "n",
            "parallax": "Parallax (px)", "psnr": "PSNR (dB)", "ssim": "SSIM", "ifc": "IFC",
@@ -387,7 +390,7 @@ def write_reports(report: dict, out: str | os.PathLike) -> dict[str, Path]:
     """
     out = Path(out)
     report["headline"] = headline(report)
-    files = {"json": out / "report.json", "md": out / "report.md", "html": out / "report.html"}
+    files = {kind: out / name for kind, name in REPORT_FILES.items()}
     atomic_write(files["json"], lambda p: p.write_text(to_json(report), encoding="utf-8"))
     atomic_write(files["md"], lambda p: p.write_text(to_markdown(report), encoding="utf-8"))
     page = to_html(report, out)

@@ -76,6 +76,7 @@ def run_bench(data: str | os.PathLike | None = None, pairs: str | os.PathLike | 
         RefsrError: when no result could be computed (no pair fits any scale): an empty report is no report.
     """
     from refsr_cli.bench.builtin_data import DEFAULT_COUNT, DEFAULT_SIZE
+    from refsr_cli.bench.report import REPORT_FILES
     from refsr_cli.inference.methods import resolve_device
 
     if data is not None and pairs is not None:
@@ -108,9 +109,11 @@ def run_bench(data: str | os.PathLike | None = None, pairs: str | os.PathLike | 
 
     with folder_lock(out, busy="another refsr bench is writing this report folder; wait for it to end or use "
                                 "another --out"):
-        # What a bench killed mid-write left: temporaries of the cache's records and crops and of the report
-        # files (no other bench writes here while the lock is held).
-        for folder in (out, cache, cache / "pairs"):
+        # What a bench killed mid-write left: temporaries of the report files, and of anything in the cache
+        # folders, which only benches write (none other while the lock is held). `--out` may be a folder of
+        # the user's: other files' temporaries there are not ours.
+        remove_temporaries(out, REPORT_FILES.values())
+        for folder in (cache, cache / "pairs"):
             remove_temporaries(folder)
         return _measure(out, cache, plans, sources, scales, dev, jobs, skip_bad, command)
 
