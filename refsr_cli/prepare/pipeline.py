@@ -203,8 +203,7 @@ def _run_claimed(out: Path, tasks: Sequence[Task], args: dict, attrs: dict, crop
     elif old is not None:
         console.notice(f"{out}: resuming an interrupted run")
     write_json(manifest, {**record, "digest": digest}, sort_keys=True, indent=1)
-    for stale in workdir.glob(".*.tmp"):  # left by a worker killed mid-write
-        stale.unlink(missing_ok=True)
+    remove_temporaries(workdir)  # left by a worker killed mid-write
 
     total = len(tasks)
     done = {t.index for t in tasks if _part_path(workdir, t.index).exists()}
